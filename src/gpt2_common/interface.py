@@ -1,0 +1,205 @@
+"""The backend-neutral interface that scripts, tests and benchmarks use.
+
+    model = load_model("torch", "models/124M")          # or "tf"
+    model.logits(tokens)                                  # np.float32 [B, T, n_vocab]
+    model.generate(context, length=20, top_k=40, seed=1)  # np.int64 [B, <=length] new token ids
+
+Each backend supplies two compiled steps, ``prefill(tokens, mask) -> (last_logits, past)`` and
+``decode(tokens, past, mask) -> (last_logits, past)``; :func:`decode_loop` drives them the same way
+for both, and :class:`~gpt2_common.sampling.Sampler` chooses every token, so the backends differ only
+in the arithmetic of their forward pass.
+"""
+from __future__ import annotations
+
+import abc
+import os
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .hparams import HParams, load_hparams
+from .sampling import Sampler, SamplingError, Seed, validate_args
+
+BACKENDS = ("tf", "torch")
+EOT_TOKEN = 50256
+Context = Union[None, Sequence[int], Sequence[Sequence[int]], np.ndarray]
+StepFn = Callable[..., Tuple[np.ndarray, Any]]
+
+
+class ModelError(ValueError):
+    """Bad arguments to a model: unknown backend or device, tokens out of range, too long input."""
+
+
+def load_model(backend: str, model_dir: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
+               dtype: str = "float32") -> "GPT2Model":
+    """Load the checkpoint in ``model_dir`` with backend ``"tf"`` or ``"torch"``.
+
+    ``device``: ``None`` (the backend's default: the GPU if there is one), ``"cpu"``, ``"cuda"``
+    / ``"cuda:N"`` / ``"gpu"``. ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+    """
+    if backend == "torch":
+        from gpt2_torch.sample import TorchGPT2 as cls
+    elif backend == "tf":
+        from gpt2_tf.sample import TFGPT2 as cls
+    else:
+        raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ModelError(f"unknown dtype {dtype!r}: choose float32, bfloat16 or float16")
+    return cls(os.fspath(model_dir), device=device, dtype=dtype)
+
+
+def pad_left(contexts: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists to one length: ``(tokens [B, T] int32, mask [B, T] int32)``."""
+    T = max(len(c) for c in contexts)
+    tokens = np.zeros((len(contexts), T), dtype=np.int32)
+    mask = np.zeros((len(contexts), T), dtype=np.int32)
+    for r, c in enumerate(contexts):
+        if len(c):
+            tokens[r, T - len(c):] = c
+            mask[r, T - len(c):] = 1
+    return tokens, mask
+
+
+def decode_loop(prefill: StepFn, decode: StepFn, tokens: np.ndarray, mask: np.ndarray, length: int,
+                sampler: Sampler, n_ctx: int, stop_token: Optional[int] = None,
+                sliding_window: bool = False, callback: Optional[Callable[[int, np.ndarray], Any]] = None
+                ) -> np.ndarray:
+    """Generate ``length`` tokens after ``tokens`` ``[B, T]`` (left-padded, ``mask`` 1 = real).
+
+    The KV cache grows by one position per step. When it would pass ``n_ctx`` and
+    ``sliding_window`` is set, the last ``n_ctx // 2`` tokens are re-encoded and decoding goes on;
+    otherwise that is an error. With ``stop_token``, a row that produced it is padded with it from
+    then on, and the loop ends once every row has. ``callback(step, new_tokens [B])`` sees each step.
+    Returns the new tokens ``[B, n]`` (int64), ``n <= length``.
+    """
+    B = tokens.shape[0]
+    out = np.zeros((B, length), dtype=np.int64)
+    if length == 0:
+        return out
+    history, hmask = tokens.astype(np.int32), mask.astype(np.int32)
+    logits, past = prefill(history, hmask)
+    done = np.zeros(B, dtype=bool)
+    n = 0
+    for n in range(1, length + 1):
+        new = sampler(logits)
+        if stop_token is not None:
+            new = np.where(done, stop_token, new)
+            done |= new == stop_token
+        out[:, n - 1] = new
+        if callback is not None:
+            callback(n - 1, new)
+        if n == length or (stop_token is not None and done.all()):
+            break
+        history = np.concatenate([history, new[:, None].astype(np.int32)], axis=1)
+        hmask = np.concatenate([hmask, np.ones((B, 1), np.int32)], axis=1)
+        if history.shape[1] > n_ctx:
+            if not sliding_window:
+                raise ModelError(f"context of {history.shape[1]} tokens exceeds n_ctx={n_ctx}")
+            history, hmask = history[:, -(n_ctx // 2):], hmask[:, -(n_ctx // 2):]
+            logits, past = prefill(history, hmask)
+        else:
+            logits, past = decode(history[:, -1:], past, hmask)
+    return out[:, :n]
+
+
+class GPT2Model(abc.ABC):
+    """A loaded GPT-2; backends implement :meth:`_logits`, :meth:`_prefill` and :meth:`_decode`."""
+
+    backend: str = ""
+
+    def __init__(self, model_dir: str, hparams: HParams, device: str, dtype: str) -> None:
+        self.model_dir, self.hparams, self.device, self.dtype = model_dir, hparams, device, dtype
+        self._encoder = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.model_dir} device={self.device} dtype={self.dtype}>"
+
+    @property
+    def encoder(self):
+        """The BPE encoder from the model directory (loaded on first use)."""
+        if self._encoder is None:
+            from .encoder import load_encoder
+
+            self._encoder = load_encoder(self.model_dir)
+        return self._encoder
+
+    # ---- backend hooks: numpy in, numpy (and an opaque cache) out ----
+    @abc.abstractmethod
+    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Any]: ...
+
+    @abc.abstractmethod
+    def _decode(self, tokens: np.ndarray, past: Any, mask: np.ndarray) -> Tuple[np.ndarray, Any]: ...
+
+    # ---- the public contract ----
+    def check_tokens(self, tokens: np.ndarray, what: str = "tokens") -> None:
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.hparams.n_vocab):
+            bad = tokens[(tokens < 0) | (tokens >= self.hparams.n_vocab)].flat[0]
+            raise ModelError(f"{what}: token id {bad} is outside [0, {self.hparams.n_vocab})")
+
+    def logits(self, tokens: Union[np.ndarray, Sequence[Sequence[int]]],
+               attention_mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """Logits ``np.float32 [B, T, n_vocab]`` for int tokens ``[B, T]`` (no cache).
+
+        ``attention_mask`` ``[B, T]`` marks real tokens (1) and left padding (0)."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.shape[1] == 0 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ModelError(f"tokens must be a non-empty integer array [B, T], got shape {tokens.shape}")
+        if tokens.shape[1] > self.hparams.n_ctx:
+            raise ModelError(f"{tokens.shape[1]} tokens exceed the context of {self.hparams.n_ctx}")
+        self.check_tokens(tokens)
+        if attention_mask is not None:
+            attention_mask = np.asarray(attention_mask, dtype=np.int32)
+            if attention_mask.shape != tokens.shape:
+                raise ModelError(f"attention_mask shape {attention_mask.shape} != tokens shape {tokens.shape}")
+        return self._logits(tokens.astype(np.int32), attention_mask)
+
+    def generate(self, context: Context, length: int, *, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: Seed = None, batch_size: int = 1,
+                 top_p_mode: str = "original", stop_at_endoftext: bool = False,
+                 sliding_window: bool = False, callback: Optional[Callable[[int, np.ndarray], Any]] = None
+                 ) -> np.ndarray:
+        """Sample ``length`` new tokens; returns ``np.int64 [B, n]`` (``n < length`` only when every
+        row stopped at ``<|endoftext|>``).
+
+        ``context``: one token list (repeated ``batch_size`` times), a list of token lists of any
+        lengths (one row each; left-padded), or ``None``/``[]`` for unconditional samples (starts
+        from ``<|endoftext|>`` as the original did). ``temperature=0`` is greedy. ``seed`` is an int
+        or one int per row (see :mod:`gpt2_common.sampling`). A prompt plus ``length`` over
+        ``n_ctx`` is an error unless ``sliding_window``.
+        """
+        contexts = self._contexts(context, batch_size)
+        validate_args(length, temperature, top_k, top_p, len(contexts), top_p_mode)
+        longest = max(len(c) for c in contexts)
+        if not sliding_window and longest + length > self.hparams.n_ctx:
+            raise ModelError(
+                f"prompt of {longest} tokens + length {length} exceeds the model's context of "
+                f"{self.hparams.n_ctx} tokens (shorten them, or use a sliding window)")
+        tokens, mask = pad_left(contexts)
+        if tokens.shape[1] > self.hparams.n_ctx:  # sliding window: keep the prompt's end
+            tokens, mask = tokens[:, -self.hparams.n_ctx:], mask[:, -self.hparams.n_ctx:]
+        sampler = Sampler(len(contexts), seed, temperature, top_k, top_p, top_p_mode)
+        stop = EOT_TOKEN if stop_at_endoftext else None
+        if stop is not None and stop >= self.hparams.n_vocab:
+            stop = self.hparams.n_vocab - 1
+        return decode_loop(self._prefill, self._decode, tokens, mask, length, sampler,
+                           self.hparams.n_ctx, stop, sliding_window, callback)
+
+    def _contexts(self, context: Context, batch_size: int) -> List[List[int]]:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise SamplingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        start = min(EOT_TOKEN, self.hparams.n_vocab - 1)
+        if context is None or (not isinstance(context, np.ndarray) and len(context) == 0):
+            return [[start] for _ in range(batch_size)]
+        arr = context if isinstance(context, np.ndarray) else None
+        if arr is not None and arr.ndim == 1 or (arr is None and np.ndim(context[0]) == 0):
+            rows = [list(map(int, context))] * batch_size
+        else:
+            rows = [list(map(int, c)) for c in context]
+            if any(len(r) == 0 for r in rows):
+                rows = [r if r else [start] for r in rows]
+        for r in rows:
+            self.check_tokens(np.asarray(r), "context")
+        return rows

@@ -1,0 +1,102 @@
+"""GPT-2 weights as numpy arrays, keyed by the original checkpoint's variable names.
+
+Both backends load through here, so the name/shape contract is checked once:
+
+    model/wte                      [n_vocab, n_embd]   token embedding, also the LM head (tied)
+    model/wpe                      [n_ctx, n_embd]     position embedding
+    model/h{i}/ln_1/{g,b}          [n_embd]
+    model/h{i}/attn/c_attn/{w,b}   [1, n_embd, 3*n_embd], [3*n_embd]
+    model/h{i}/attn/c_proj/{w,b}   [1, n_embd, n_embd],   [n_embd]
+    model/h{i}/ln_2/{g,b}          [n_embd]
+    model/h{i}/mlp/c_fc/{w,b}      [1, n_embd, 4*n_embd], [4*n_embd]
+    model/h{i}/mlp/c_proj/{w,b}    [1, 4*n_embd, n_embd], [n_embd]
+    model/ln_f/{g,b}               [n_embd]
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from .hparams import HParams, load_hparams, save_hparams
+
+Weights = Dict[str, np.ndarray]
+
+
+def expected_shapes(hp: HParams) -> Dict[str, tuple]:
+    """Every variable of a GPT-2 checkpoint with its shape, in the original naming."""
+    E = hp.n_embd
+    shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
+    for i in range(hp.n_layer):
+        p = f"model/h{i}"
+        shapes.update({
+            f"{p}/ln_1/g": (E,), f"{p}/ln_1/b": (E,),
+            f"{p}/attn/c_attn/w": (1, E, 3 * E), f"{p}/attn/c_attn/b": (3 * E,),
+            f"{p}/attn/c_proj/w": (1, E, E), f"{p}/attn/c_proj/b": (E,),
+            f"{p}/ln_2/g": (E,), f"{p}/ln_2/b": (E,),
+            f"{p}/mlp/c_fc/w": (1, E, 4 * E), f"{p}/mlp/c_fc/b": (4 * E,),
+            f"{p}/mlp/c_proj/w": (1, 4 * E, E), f"{p}/mlp/c_proj/b": (E,),
+        })
+    shapes.update({"model/ln_f/g": (E,), "model/ln_f/b": (E,)})
+    return shapes
+
+
+def check_weights(weights: Mapping[str, np.ndarray], hp: HParams, source: str = "weights") -> None:
+    """Raise :class:`CheckpointError` unless ``weights`` has exactly the variables ``hp`` needs."""
+    shapes = expected_shapes(hp)
+    missing = [k for k in shapes if k not in weights]
+    if missing:
+        raise CheckpointError(f"{source}: missing variable '{missing[0]}' ({len(missing)} missing)")
+    for name, shape in shapes.items():
+        if tuple(weights[name].shape) != shape:
+            raise CheckpointError(
+                f"{source}: variable '{name}' has shape {tuple(weights[name].shape)}, "
+                f"hparams.json implies {shape}"
+            )
+
+
+def load_weights(model_dir: str, hp: Optional[HParams] = None) -> Weights:
+    """Read and check the checkpoint in ``model_dir`` (no TensorFlow needed)."""
+    hp = hp or load_hparams(model_dir)
+    weights = read_checkpoint(model_dir, names=list(expected_shapes(hp)))
+    check_weights(weights, hp, source=os.fspath(model_dir))
+    return weights
+
+
+def random_weights(hp: HParams, seed: int = 0, scale: float = 0.02) -> Weights:
+    """Random float32 weights with GPT-2's shapes (for tests and benchmarks).
+
+    ``scale`` is the std of the matrices; gains are near 1 and biases small but non-zero so that
+    every parameter influences the output (a test with all-zero biases cannot catch a lost bias).
+    """
+    rng = np.random.default_rng(seed)
+    out: Weights = {}
+    for name, shape in expected_shapes(hp).items():
+        leaf = name.rsplit("/", 1)[1]
+        if leaf == "g":
+            a = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif leaf == "b":
+            a = scale * rng.standard_normal(shape)
+        else:
+            a = scale * rng.standard_normal(shape)
+        out[name] = a.astype(np.float32)
+    return out
+
+
+def save_model(model_dir: str, hp: HParams, weights: Mapping[str, np.ndarray],
+               vocab_dir: Optional[str] = None) -> str:
+    """Write a model directory in the original layout: hparams.json, checkpoint, model.ckpt.*.
+
+    ``vocab_dir``, if given, is where ``encoder.json`` and ``vocab.bpe`` are copied from.
+    """
+    check_weights(weights, hp)
+    os.makedirs(model_dir, exist_ok=True)
+    write_checkpoint(model_dir, weights)
+    save_hparams(hp, model_dir)
+    if vocab_dir is not None:
+        for f in ("encoder.json", "vocab.bpe"):
+            shutil.copyfile(os.path.join(vocab_dir, f), os.path.join(model_dir, f))
+    return model_dir

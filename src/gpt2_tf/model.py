@@ -1,0 +1,172 @@
+"""GPT-2 in TensorFlow 2, parameter for parameter the original TensorFlow 1 release.
+
+Mirrors ``gpt2_torch/model.py`` line for line; the math is the original ``model.py``'s:
+LayerNorm with eps 1e-5 and biased variance, GELU (tanh approximation), attention scaled by
+1/sqrt(head_dim) with masked scores set to -1e10, LM head tied to ``wte``.
+
+Shapes: B batch, T new tokens, P past tokens, S = P + T, E n_embd, H n_head, D head_dim, V n_vocab,
+L n_layer. ``past``/``present`` are ``[B, L, 2, H, P, D]`` as in the original.
+Variables keep the checkpoint's names: ``model/h0/attn/c_attn/w``
+(1x1-conv weights are stored as ``[in, out]``, the checkpoint's ``[1, in, out]`` squeezed).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from gpt2_common.hparams import HParams
+
+MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf)
+LN_EPS = 1e-5
+
+
+def variable(name: str, shape, dtype) -> tf.Variable:
+    return tf.Variable(tf.zeros(shape, dtype=dtype), name=name, trainable=False)
+
+
+class LayerNorm(tf.Module):
+    def __init__(self, n: int, name: str, dtype):
+        super().__init__(name=None)
+        self.g = variable(f"{name}/g", [n], dtype)
+        self.b = variable(f"{name}/b", [n], dtype)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        u = tf.reduce_mean(x, axis=-1, keepdims=True)
+        s = tf.reduce_mean(tf.square(x - u), axis=-1, keepdims=True)  # biased variance
+        return (x - u) * tf.math.rsqrt(s + LN_EPS) * self.g + self.b
+
+
+class Conv1D(tf.Module):
+    """The original's 1x1 convolution: ``x @ w + b`` with ``w`` stored ``[nx, nf]``."""
+
+    def __init__(self, nx: int, nf: int, name: str, dtype):
+        super().__init__(name=None)
+        self.w = variable(f"{name}/w", [nx, nf], dtype)
+        self.b = variable(f"{name}/b", [nf], dtype)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:  # [..., nx] -> [..., nf]
+        y = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self.w) + self.b
+        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(self.w)[-1:]], axis=0))
+
+
+class Attention(tf.Module):
+    def __init__(self, hp: HParams, name: str, dtype):
+        super().__init__(name=None)
+        self.n_head = hp.n_head
+        self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", dtype)
+        self.c_proj = Conv1D(hp.n_embd, hp.n_embd, f"{name}/c_proj", dtype)
+
+    def split_heads(self, x: tf.Tensor) -> tf.Tensor:  # [B, T, E] -> [B, H, T, D]
+        B, T, E = tf.unstack(tf.shape(x))
+        return tf.transpose(tf.reshape(x, [B, T, self.n_head, E // self.n_head]), [0, 2, 1, 3])
+
+    def __call__(self, x: tf.Tensor, past: Optional[tf.Tensor], mask: tf.Tensor):
+        q, k, v = tf.split(self.c_attn(x), 3, axis=2)  # 3 x [B, T, E]
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
+        present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
+        if past is not None:
+            pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
+            k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
+        w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(v.shape[-1]))  # [B, H, T, S]
+        w = tf.where(mask, w, tf.constant(MASK_VALUE, dtype=w.dtype))  # mask: [B or 1, 1, T, S]
+        w = tf.cast(tf.nn.softmax(tf.cast(w, tf.float32), axis=-1), v.dtype)  # softmax in fp32
+        a = tf.matmul(w, v)  # [B, H, T, D]
+        a = tf.reshape(tf.transpose(a, [0, 2, 1, 3]), tf.shape(x))  # merge heads -> [B, T, E]
+        return self.c_proj(a), present
+
+
+class MLP(tf.Module):
+    def __init__(self, hp: HParams, name: str, dtype):
+        super().__init__(name=None)
+        self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", dtype)
+        self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd, f"{name}/c_proj", dtype)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return self.c_proj(tf.nn.gelu(self.c_fc(x), approximate=True))
+
+
+class Block(tf.Module):
+    def __init__(self, hp: HParams, name: str, dtype):
+        super().__init__(name=None)
+        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", dtype), Attention(hp, f"{name}/attn", dtype)
+        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", dtype), MLP(hp, f"{name}/mlp", dtype)
+
+    def __call__(self, x: tf.Tensor, past: Optional[tf.Tensor], mask: tf.Tensor):
+        a, present = self.attn(self.ln_1(x), past, mask)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+def build_mask(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
+    """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
+    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
+    i = tf.range(T)[:, None]
+    j = tf.range(P + T)[None, :]
+    mask = (i + P >= j)[None, None]  # [1, 1, T, S]
+    if key_mask is not None:
+        mask = mask & tf.cast(key_mask, tf.bool)[:, None, None, :]
+    return mask
+
+
+def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
+    """``[B or 1, T]``: positions count real tokens only, so left padding does not shift them."""
+    if key_mask is None:
+        return tf.range(P, P + T)[None]
+    pos = tf.cumsum(tf.cast(key_mask, tf.int32), axis=-1) - 1  # [B, S]
+    return tf.maximum(pos[:, P:], 0)
+
+
+class GPT2(tf.Module):
+    """``model(X, past=None, attention_mask=None) -> {'logits': [B,T,V], 'present': [B,L,2,H,T,D]}``."""
+
+    def __init__(self, hp: HParams, dtype: tf.DType = tf.float32):
+        super().__init__(name="model")
+        self.hparams = hp
+        self.wte = variable("model/wte", [hp.n_vocab, hp.n_embd], dtype)
+        self.wpe = variable("model/wpe", [hp.n_ctx, hp.n_embd], dtype)
+        self.h = [Block(hp, f"model/h{i}", dtype) for i in range(hp.n_layer)]
+        self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", dtype)
+
+    def __call__(self, X: tf.Tensor, past: Optional[tf.Tensor] = None,
+                 attention_mask: Optional[tf.Tensor] = None, last_only: bool = False
+                 ) -> Dict[str, tf.Tensor]:
+        """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding);
+        ``last_only`` computes logits for the last position only (``[B, 1, V]``)."""
+        B, T = tf.unstack(tf.shape(X))
+        P = 0 if past is None else tf.shape(past)[-2]
+        mask = build_mask(T, P, attention_mask)
+        # Gather from dense reads: a gather on the variable itself (ResourceGather) switches it to
+        # copy-on-read, after which every read of wte (the LM head) copies all of it (~100 ms at 124M).
+        wte, wpe = self.wte.value(), self.wpe.value()
+        h = tf.gather(wte, X) + tf.gather(wpe, position_ids(T, P, attention_mask))  # [B, T, E]
+        presents = []
+        for i, block in enumerate(self.h):
+            h, present = block(h, None if past is None else past[:, i], mask)
+            presents.append(present)
+        h = self.ln_f(h)  # [B, T, E]
+        if last_only:
+            h = h[:, -1:]
+        # tied LM head, as a 2-D matmul: a 3-D one against wte^T copies the [V, E] matrix every call
+        logits = tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
+        logits = tf.reshape(logits, [B, -1, self.hparams.n_vocab])  # [B, T, V]
+        return {"logits": logits, "present": tf.stack(presents, axis=1)}
+
+
+def checkpoint_name(var: tf.Variable) -> str:
+    """The variable's checkpoint name, e.g. ``model/h0/attn/c_attn/w``."""
+    return var.name.split(":")[0]
+
+
+def from_weights(hp: HParams, weights: Mapping[str, np.ndarray], device: str = "/CPU:0",
+                 dtype: tf.DType = tf.float32) -> GPT2:
+    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``)."""
+    with tf.device(device):
+        model = GPT2(hp, dtype)
+        for var in model.variables:
+            arr = np.asarray(weights[checkpoint_name(var)]).reshape(var.shape)
+            var.assign(tf.cast(arr, dtype))
+    return model

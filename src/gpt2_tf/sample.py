@@ -1,0 +1,84 @@
+"""The TensorFlow backend behind ``gpt2_common.load_model("tf", ...)``.
+
+Supplies the two steps that ``gpt2_common.interface.decode_loop`` drives (the same loop and the
+same token sampler as the PyTorch backend): ``prefill`` encodes a (left-padded) prompt and returns
+the last logits and the KV cache; ``decode`` feeds one token per row and grows the cache.
+Both are ``tf.function``s with shape-polymorphic signatures, so they are traced once.
+Mirrors ``gpt2_torch/sample.py``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from gpt2_common.hparams import load_hparams
+from gpt2_common.interface import GPT2Model, ModelError
+from gpt2_common.weights import load_weights
+
+from .model import GPT2, from_weights
+
+DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
+
+# TF enables TF32 matmuls on Ampere+ GPUs by default; PyTorch does not. Off, for parity.
+tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """``None`` -> the GPU if there is one, else the CPU; ``"cuda:N"``/``"gpu:N"`` -> ``/GPU:N``."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if device is None:
+        return "/GPU:0" if gpus else "/CPU:0"
+    name = str(device).lower()
+    if name == "cpu":
+        return "/CPU:0"
+    kind, _, index = name.partition(":")
+    if kind not in ("cuda", "gpu") or (index and not index.isdigit()):
+        raise ModelError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    if int(index or 0) >= len(gpus):
+        raise ModelError(f"device {device!r} requested but no such GPU is visible to TensorFlow")
+    return f"/GPU:{int(index or 0)}"
+
+
+class TFGPT2(GPT2Model):
+    """GPT-2 on TensorFlow 2 (CPU or GPU; fp32 by default)."""
+
+    backend = "tf"
+
+    def __init__(self, model_dir: str, device: Optional[str] = None, dtype: str = "float32") -> None:
+        dev = resolve_device(device)
+        hp = load_hparams(model_dir)
+        super().__init__(model_dir, hp, dev, dtype)
+        self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype])
+        tokens = tf.TensorSpec([None, None], tf.int32)
+        past = tf.TensorSpec([None, hp.n_layer, 2, hp.n_head, None, hp.head_dim], DTYPES[dtype])
+        self._full = tf.function(self._full_fn, input_signature=[tokens, tokens])
+        self._prefill_fn = tf.function(self._prefill_step, input_signature=[tokens, tokens])
+        self._decode_fn = tf.function(self._decode_step, input_signature=[tokens, past, tokens])
+
+    def _full_fn(self, X, mask):
+        return self.model(X, attention_mask=mask)["logits"]
+
+    def _prefill_step(self, X, mask):
+        out = self.model(X, attention_mask=mask, last_only=True)
+        return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
+
+    def _decode_step(self, X, past, mask):
+        out = self.model(X, past=past, attention_mask=mask, last_only=True)
+        return tf.cast(out["logits"][:, -1], tf.float32), tf.concat([past, out["present"]], axis=-2)
+
+    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+        mask = np.ones_like(tokens) if mask is None else mask
+        with tf.device(self.device):
+            return tf.cast(self._full(tokens, mask), tf.float32).numpy()
+
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, tf.Tensor]:
+        with tf.device(self.device):
+            logits, past = self._prefill_fn(tokens, mask)
+        return logits.numpy(), past
+
+    def _decode(self, tokens: np.ndarray, past: tf.Tensor, mask: np.ndarray) -> Tuple[np.ndarray, tf.Tensor]:
+        with tf.device(self.device):
+            logits, past = self._decode_fn(tokens, past, mask)
+        return logits.numpy(), past

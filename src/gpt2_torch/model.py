@@ -1,0 +1,169 @@
+"""GPT-2 in PyTorch, parameter for parameter the original TensorFlow release.
+
+Mirrors ``gpt2_tf/model.py`` line for line; the math is the original ``model.py``'s:
+LayerNorm with eps 1e-5 and biased variance, GELU (tanh approximation), attention scaled by
+1/sqrt(head_dim) with masked scores set to -1e10, LM head tied to ``wte``.
+
+Shapes: B batch, T new tokens, P past tokens, S = P + T, E n_embd, H n_head, D head_dim, V n_vocab,
+L n_layer. ``past``/``present`` are ``[B, L, 2, H, P, D]`` as in the original.
+Parameters keep the checkpoint's names: ``h.0.attn.c_attn.w`` is ``model/h0/attn/c_attn/w``
+(1x1-conv weights are stored as ``[in, out]``, the checkpoint's ``[1, in, out]`` squeezed).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpt2_common.hparams import HParams
+
+MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf)
+LN_EPS = 1e-5
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(n))
+        self.b = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.g, self.b, LN_EPS)  # biased variance, as TF
+
+
+class Conv1D(nn.Module):
+    """The original's 1x1 convolution: ``x @ w + b`` with ``w`` stored ``[nx, nf]``."""
+
+    def __init__(self, nx: int, nf: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(nx, nf))
+        self.b = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., nx] -> [..., nf]
+        y = torch.addmm(self.b, x.reshape(-1, x.shape[-1]), self.w)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+class Attention(nn.Module):
+    def __init__(self, hp: HParams):
+        super().__init__()
+        self.n_head = hp.n_head
+        self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd)
+        self.c_proj = Conv1D(hp.n_embd, hp.n_embd)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, E] -> [B, H, T, D]
+        B, T, E = x.shape
+        return x.view(B, T, self.n_head, E // self.n_head).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor):
+        q, k, v = self.c_attn(x).split(x.shape[-1], dim=2)  # 3 x [B, T, E]
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
+        present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
+        if past is not None:
+            pk, pv = past.unbind(dim=1)  # [B, H, P, D]
+            k, v = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)  # [B, H, S, D]
+        w = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(v.shape[-1]))  # [B, H, T, S]
+        w = torch.where(mask, w, torch.tensor(MASK_VALUE, dtype=w.dtype))  # mask: [B or 1, 1, T, S]
+        w = torch.softmax(w.float(), dim=-1).to(v.dtype)  # softmax in fp32 even for bf16/fp16
+        a = torch.matmul(w, v)  # [B, H, T, D]
+        a = a.transpose(1, 2).reshape(x.shape)  # merge heads -> [B, T, E]
+        return self.c_proj(a), present
+
+
+class MLP(nn.Module):
+    def __init__(self, hp: HParams):
+        super().__init__()
+        self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd)
+        self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, hp: HParams):
+        super().__init__()
+        self.ln_1, self.attn = LayerNorm(hp.n_embd), Attention(hp)
+        self.ln_2, self.mlp = LayerNorm(hp.n_embd), MLP(hp)
+
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor):
+        a, present = self.attn(self.ln_1(x), past, mask)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+def build_mask(T: int, P: int, key_mask: Optional[torch.Tensor], device) -> torch.Tensor:
+    """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
+    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(P + T, device=device)[None, :]
+    mask = (i + P >= j)[None, None]  # [1, 1, T, S]
+    if key_mask is not None:
+        mask = mask & key_mask.bool()[:, None, None, :]
+    return mask
+
+
+def position_ids(T: int, P: int, key_mask: Optional[torch.Tensor], device) -> torch.Tensor:
+    """``[B or 1, T]``: positions count real tokens only, so left padding does not shift them."""
+    if key_mask is None:
+        return torch.arange(P, P + T, device=device)[None]
+    pos = torch.cumsum(key_mask.long(), dim=-1) - 1  # [B, S]
+    return pos[:, P:].clamp(min=0)
+
+
+class GPT2(nn.Module):
+    """``model(X, past=None, attention_mask=None) -> {'logits': [B,T,V], 'present': [B,L,2,H,T,D]}``."""
+
+    def __init__(self, hp: HParams):
+        super().__init__()
+        self.hparams = hp
+        self.wte = nn.Parameter(torch.zeros(hp.n_vocab, hp.n_embd))
+        self.wpe = nn.Parameter(torch.zeros(hp.n_ctx, hp.n_embd))
+        self.h = nn.ModuleList(Block(hp) for _ in range(hp.n_layer))
+        self.ln_f = LayerNorm(hp.n_embd)
+
+    def forward(self, X: torch.Tensor, past: Optional[torch.Tensor] = None,
+                attention_mask: Optional[torch.Tensor] = None, last_only: bool = False
+                ) -> Dict[str, torch.Tensor]:
+        """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding);
+        ``last_only`` computes logits for the last position only (``[B, 1, V]``)."""
+        B, T = X.shape
+        P = 0 if past is None else past.shape[-2]
+        mask = build_mask(T, P, attention_mask, X.device)
+        h = self.wte[X] + self.wpe[position_ids(T, P, attention_mask, X.device)]  # [B, T, E]
+        presents = []
+        for i, block in enumerate(self.h):
+            h, present = block(h, None if past is None else past[:, i], mask)
+            presents.append(present)
+        h = self.ln_f(h)  # [B, T, E]
+        if last_only:
+            h = h[:, -1:]
+        # tied LM head, as a 2-D matmul
+        logits = torch.matmul(h.reshape(-1, self.hparams.n_embd), self.wte.t())
+        logits = logits.view(B, -1, self.hparams.n_vocab)  # [B, T, V]
+        return {"logits": logits, "present": torch.stack(presents, dim=1)}
+
+
+def checkpoint_name(param: str) -> str:
+    """``h.0.attn.c_attn.w`` -> ``model/h0/attn/c_attn/w``."""
+    parts = param.split(".")
+    if parts[0] == "h":
+        parts = [f"h{parts[1]}"] + parts[2:]
+    return "model/" + "/".join(parts)
+
+
+def from_weights(hp: HParams, weights: Mapping[str, np.ndarray], device="cpu",
+                 dtype: torch.dtype = torch.float32) -> GPT2:
+    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``)."""
+    model = GPT2(hp)
+    state = {}
+    for name, p in model.named_parameters():
+        arr = np.asarray(weights[checkpoint_name(name)])
+        state[name] = torch.from_numpy(np.ascontiguousarray(arr.reshape(p.shape)))
+    model.load_state_dict(state)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
