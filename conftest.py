@@ -19,7 +19,7 @@ VOCAB_FILES = ("encoder.json", "vocab.bpe")
 # chosen so logits have a std around 1: top-1/top-2 gaps then dwarf float noise and argmax is stable.
 CONFIGS = {
     "tiny": (HParams(n_vocab=50257, n_ctx=64, n_embd=32, n_head=2, n_layer=2), 0.3),
-    "mid": (HParams(n_vocab=50257, n_ctx=256, n_embd=256, n_head=8, n_layer=4), 0.1),
+    "mid": (HParams(n_vocab=50257, n_ctx=256, n_embd=256, n_head=8, n_layer=4), 0.06),
     "124M": (HParams(), 0.02),
 }
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from gpt2_common import HParamsError, ModelError, SamplingError, load_model
+from gpt2_common import HParamsError, ModelError, SamplingError, load_model, sample_sequence
 from gpt2_common.hparams import HParams, load_hparams
 
 BACKENDS = ["tf", "torch"]
@@ -70,7 +70,9 @@ def test_generate_shapes_and_argument_errors(tiny, backend):
     assert m.generate(None, 4, seed=0).shape == (1, 4)  # unconditional: starts from <|endoftext|>
     assert m.generate([1, 2], 0).shape == (1, 0)
     with pytest.raises(ModelError, match="exceeds the model's context of 64"):
-        m.generate(list(range(60)), 5)
+        m.generate(list(range(60)), 6)
+    # the last new token is never fed back: 60 + 5 - 1 = 64 positions fit exactly
+    assert m.generate(list(range(60)), 5, temperature=0).shape == (1, 5)
     for kw, msg in [(dict(temperature=-1), "temperature"), (dict(top_k=-1), "top_k"),
                     (dict(top_p=0), "top_p"), (dict(batch_size=0), "batch_size")]:
         with pytest.raises(SamplingError, match=msg):
@@ -140,3 +142,23 @@ def test_torch_backend_never_imports_tensorflow(make_model_dir):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("[[")
+
+
+def test_sample_sequence_keeps_the_original_contract(tiny):
+    import gpt2_tf.sample
+    import gpt2_torch.sample
+
+    kw = dict(length=6, top_k=40, seed=11)
+    a = gpt2_tf.sample.sample_sequence(tiny["tf"], start_token=50256, batch_size=2, **kw)
+    b = gpt2_torch.sample.sample_sequence(tiny["torch"], start_token=50256, batch_size=2, **kw)
+    assert a.shape == (2, 7) and (a[:, 0] == 50256).all()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[:, 1:], tiny["tf"].generate([50256], 6, batch_size=2, top_k=40, seed=11))
+    # rows of different lengths: prompts come back left-padded with <|endoftext|>
+    out = sample_sequence(tiny["torch"], context=[[1, 2, 3], [4]], length=2, temperature=0)
+    assert out.shape == (2, 5)
+    np.testing.assert_array_equal(out[:, :3], [[1, 2, 3], [50256, 50256, 4]])
+    with pytest.raises(ModelError, match="exactly one"):
+        sample_sequence(tiny["tf"], start_token=1, context=[1], length=1)
+    with pytest.raises(ModelError, match="batch_size"):
+        sample_sequence(tiny["tf"], context=[[1], [2]], batch_size=3, length=1)

@@ -115,7 +115,8 @@ def test_left_padded_batch_equals_unpadded_runs(models, backend):
 @pytest.mark.parametrize("config", CONFIG_PARAMS)
 def test_greedy_64_tokens_identical_across_backends(models, config):
     m = models(config)
-    context = list(tokens_for(m["tf"].hparams, 1, 8, seed=4)[0])
+    n_prompt = 1 if config == "tiny" else 8  # tiny's n_ctx is 64: 1 + 64 - 1 positions
+    context = list(tokens_for(m["tf"].hparams, 1, n_prompt, seed=4)[0])
     a = m["tf"].generate(context, 64, temperature=0)
     b = m["torch"].generate(context, 64, temperature=0)
     assert a.shape == (1, 64)
@@ -140,28 +141,16 @@ def test_huggingface_transformers_agrees(models, make_model_dir, config):
     """A third, independent implementation given the same weights."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from gpt2_common.weights import load_weights
+    from gpt2_common.weights import huggingface_state, load_weights
 
     m = models(config)
     hp = m["torch"].hparams
-    cfg = transformers.GPT2Config(vocab_size=hp.n_vocab, n_positions=hp.n_ctx, n_embd=hp.n_embd,
-                                  n_layer=hp.n_layer, n_head=hp.n_head, layer_norm_epsilon=1e-5,
-                                  activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
-                                  attn_pdrop=0.0, tie_word_embeddings=True)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    w = load_weights(str(make_model_dir(config)), hp)
-    state = {"transformer.wte.weight": w["model/wte"], "transformer.wpe.weight": w["model/wpe"],
-             "transformer.ln_f.weight": w["model/ln_f/g"], "transformer.ln_f.bias": w["model/ln_f/b"],
-             "lm_head.weight": w["model/wte"]}
-    for i in range(hp.n_layer):
-        for part in ("ln_1", "ln_2"):
-            state[f"transformer.h.{i}.{part}.weight"] = w[f"model/h{i}/{part}/g"]
-            state[f"transformer.h.{i}.{part}.bias"] = w[f"model/h{i}/{part}/b"]
-        for part in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"):
-            key = part.replace("/", ".")
-            state[f"transformer.h.{i}.{key}.weight"] = w[f"model/h{i}/{part}/w"][0]
-            state[f"transformer.h.{i}.{key}.bias"] = w[f"model/h{i}/{part}/b"]
-    hf.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
+    config_kwargs, state = huggingface_state(load_weights(str(make_model_dir(config)), hp), hp)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config_kwargs)).eval()
+    result = hf.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
+                                strict=False)
+    assert not result.missing_keys, f"HF parameters not loaded: {result.missing_keys}"
+    assert not result.unexpected_keys, f"unknown to HF: {result.unexpected_keys}"
     tokens = tokens_for(hp, 2, 48, seed=6)
     with torch.no_grad():
         ref = hf(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()

@@ -173,7 +173,8 @@ class GPT2Model(abc.ABC):
         contexts = self._contexts(context, batch_size)
         validate_args(length, temperature, top_k, top_p, len(contexts), top_p_mode)
         longest = max(len(c) for c in contexts)
-        if not sliding_window and longest + length > self.hparams.n_ctx:
+        # the last new token is never fed back, so prompt + length may reach n_ctx + 1
+        if not sliding_window and longest + length - 1 > self.hparams.n_ctx:
             raise ModelError(
                 f"prompt of {longest} tokens + length {length} exceeds the model's context of "
                 f"{self.hparams.n_ctx} tokens (shorten them, or use a sliding window)")
@@ -203,3 +204,30 @@ class GPT2Model(abc.ABC):
         for r in rows:
             self.check_tokens(np.asarray(r), "context")
         return rows
+
+
+def sample_sequence(model: GPT2Model, *, length: int, start_token: Optional[int] = None,
+                    batch_size: Optional[int] = None, context: Context = None, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0, seed: Seed = None, **options: Any) -> np.ndarray:
+    """The original release's ``sample_sequence`` on a loaded model; returns context + new tokens.
+
+    Exactly one of ``start_token`` (every row starts from it, ``batch_size`` rows) and ``context``
+    (one token list, repeated ``batch_size`` times, or ``[B, T]`` rows) is given, as in the original.
+    Unlike it: ``temperature=0`` is greedy, ``seed`` makes the draw reproducible (and identical across
+    backends), and ``options`` pass on to :meth:`GPT2Model.generate` (``top_p_mode``,
+    ``stop_at_endoftext``, ``sliding_window``, ``callback``). Prompts of different lengths come back
+    left-padded with ``<|endoftext|>``: the result is ``np.int64 [B, T_max + n]``.
+    """
+    if (start_token is None) == (context is None):
+        raise ModelError("specify exactly one of start_token and context")
+    if start_token is not None:
+        contexts: List[List[int]] = [[int(start_token)]] * (batch_size or 1)
+    else:
+        contexts = model._contexts(context, batch_size or 1)
+        if batch_size is not None and len(contexts) != batch_size:
+            raise ModelError(f"context has {len(contexts)} rows but batch_size is {batch_size}")
+    new = model.generate(contexts, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                         seed=seed, **options)
+    prompt, mask = pad_left(contexts)
+    prompt[mask == 0] = EOT_TOKEN
+    return np.concatenate([prompt.astype(np.int64), new], axis=1)

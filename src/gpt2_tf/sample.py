@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from gpt2_common.hparams import load_hparams
-from gpt2_common.interface import GPT2Model, ModelError
+from gpt2_common.interface import GPT2Model, ModelError, sample_sequence  # noqa: F401 (re-export)
 from gpt2_common.weights import load_weights
 
 from .model import GPT2, from_weights
