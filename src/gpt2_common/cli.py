@@ -466,9 +466,6 @@ def print_samples(model: Any, encoder: Any, context: Optional[Sequence[int]], *,
     if not fits_context(n_prompt, length, n_ctx):
         raise UsageError(f"prompt of {n_prompt} tokens + length {length} does not fit the model's "
                          f"context of {n_ctx} tokens")
-    # generate() rejects prompt + length > n_ctx; the one extra token that fits (it is never fed
-    # back) is allowed by its sliding window, which then never slides.
-    sliding = n_prompt + length > n_ctx
     done = 0
     while nsamples == 0 or done < nsamples:
         n = batch_size if nsamples == 0 else min(batch_size, nsamples - done)
@@ -490,7 +487,7 @@ def print_samples(model: Any, encoder: Any, context: Optional[Sequence[int]], *,
                 out.flush()
 
         rows = model.generate(list(context) if context else None, length, batch_size=n,
-                              seed=seeds(done, n), sliding_window=sliding, callback=callback,
+                              seed=seeds(done, n), callback=callback,
                               **sampling)
         for i in range(n):
             tokens = cut_at_endoftext(rows[i]) if stop else [int(t) for t in rows[i]]

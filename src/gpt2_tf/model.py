@@ -103,9 +103,9 @@ class Block(tf.Module):
 
 def build_mask(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
     """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
-    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
+    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens; S = P+T)."""
     i = tf.range(T)[:, None]
-    j = tf.range(P + T)[None, :]
+    j = tf.range(P + T if key_mask is None else tf.shape(key_mask)[1])[None, :]
     mask = (i + P >= j)[None, None]  # [1, 1, T, S]
     if key_mask is not None:
         mask = mask & tf.cast(key_mask, tf.bool)[:, None, None, :]
@@ -117,7 +117,7 @@ def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
     if key_mask is None:
         return tf.range(P, P + T)[None]
     pos = tf.cumsum(tf.cast(key_mask, tf.int32), axis=-1) - 1  # [B, S]
-    return tf.maximum(pos[:, P:], 0)
+    return tf.maximum(pos[:, P:P + T], 0)  # [B, T]
 
 
 class GPT2(tf.Module):

@@ -35,6 +35,21 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:], self.g, self.b, LN_EPS)  # biased variance, as TF
 
 
+def matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x [N, K] @ w [K, M]``. For a few rows on the CPU (decoding), the columns of ``w`` are split
+    into one block per thread and multiplied as a batch: the same math, but each thread streams its
+    own part of the weights. A plain ``mm`` there reads them at ~15 GB/s, the split at ~20 GB/s
+    (2 cores; see ``scripts/benchmark.py``). ``w`` may be a strided view, e.g. ``wte.t()``."""
+    n = torch.get_num_threads()
+    K, M = w.shape
+    m = M // n
+    if x.device.type != "cpu" or x.shape[0] > 16 or n < 2 or m < 64:
+        return x @ w
+    parts = w[:, :n * m].view(K, n, m).transpose(0, 1)  # [n, K, m] view, no copy
+    y = torch.bmm(x.expand(n, *x.shape), parts).transpose(0, 1).reshape(x.shape[0], n * m)  # [N, n*m]
+    return y if n * m == M else torch.cat([y, x @ w[:, n * m:]], dim=1)
+
+
 class Conv1D(nn.Module):
     """The original's 1x1 convolution: ``x @ w + b`` with ``w`` stored ``[nx, nf]``."""
 
@@ -44,7 +59,7 @@ class Conv1D(nn.Module):
         self.b = nn.Parameter(torch.zeros(nf))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., nx] -> [..., nf]
-        y = torch.addmm(self.b, x.reshape(-1, x.shape[-1]), self.w)
+        y = matmul(x.reshape(-1, x.shape[-1]), self.w) + self.b
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
@@ -59,13 +74,19 @@ class Attention(nn.Module):
         B, T, E = x.shape
         return x.view(B, T, self.n_head, E // self.n_head).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor):
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor,
+                past_length: Optional[int] = None):
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=2)  # 3 x [B, T, E]
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
-        present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
-        if past is not None:
-            pk, pv = past.unbind(dim=1)  # [B, H, P, D]
-            k, v = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)  # [B, H, S, D]
+        if past_length is None:  # the original: present = this step's keys/values
+            present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
+            if past is not None:
+                pk, pv = past.unbind(dim=1)  # [B, H, P, D]
+                k, v = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)  # [B, H, S, D]
+        else:  # a cache buffer [B, 2, H, C, D] holding P = past_length positions: write in place
+            S = past_length + k.shape[-2]
+            past[:, 0, :, past_length:S], past[:, 1, :, past_length:S] = k, v
+            k, v, present = past[:, 0, :, :S], past[:, 1, :, :S], past  # [B, H, S, D] views
         w = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(v.shape[-1]))  # [B, H, T, S]
         w = torch.where(mask, w, torch.tensor(MASK_VALUE, dtype=w.dtype))  # mask: [B or 1, 1, T, S]
         w = torch.softmax(w.float(), dim=-1).to(v.dtype)  # softmax in fp32 even for bf16/fp16
@@ -90,8 +111,9 @@ class Block(nn.Module):
         self.ln_1, self.attn = LayerNorm(hp.n_embd), Attention(hp)
         self.ln_2, self.mlp = LayerNorm(hp.n_embd), MLP(hp)
 
-    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor):
-        a, present = self.attn(self.ln_1(x), past, mask)
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor,
+                past_length: Optional[int] = None):
+        a, present = self.attn(self.ln_1(x), past, mask, past_length)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, present
@@ -99,9 +121,9 @@ class Block(nn.Module):
 
 def build_mask(T: int, P: int, key_mask: Optional[torch.Tensor], device) -> torch.Tensor:
     """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
-    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
+    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens; S = P+T)."""
     i = torch.arange(T, device=device)[:, None]
-    j = torch.arange(P + T, device=device)[None, :]
+    j = torch.arange(P + T if key_mask is None else key_mask.shape[1], device=device)[None, :]
     mask = (i + P >= j)[None, None]  # [1, 1, T, S]
     if key_mask is not None:
         mask = mask & key_mask.bool()[:, None, None, :]
@@ -113,7 +135,7 @@ def position_ids(T: int, P: int, key_mask: Optional[torch.Tensor], device) -> to
     if key_mask is None:
         return torch.arange(P, P + T, device=device)[None]
     pos = torch.cumsum(key_mask.long(), dim=-1) - 1  # [B, S]
-    return pos[:, P:].clamp(min=0)
+    return pos[:, P:P + T].clamp(min=0)  # [B, T]
 
 
 class GPT2(nn.Module):
@@ -128,25 +150,39 @@ class GPT2(nn.Module):
         self.ln_f = LayerNorm(hp.n_embd)
 
     def forward(self, X: torch.Tensor, past: Optional[torch.Tensor] = None,
-                attention_mask: Optional[torch.Tensor] = None, last_only: bool = False
-                ) -> Dict[str, torch.Tensor]:
+                attention_mask: Optional[torch.Tensor] = None, last_only: bool = False,
+                past_length: Optional[int] = None) -> Dict[str, torch.Tensor]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding);
-        ``last_only`` computes logits for the last position only (``[B, 1, V]``)."""
+        ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+
+        With ``past_length`` P, ``past`` is a cache buffer ``[B, L, 2, H, C, D]`` (C >= P+T) whose
+        first P positions are filled: this step's keys/values are written into it in place and
+        ``present`` is the buffer itself (see :func:`new_cache`). Same math, no copying per step."""
         B, T = X.shape
-        P = 0 if past is None else past.shape[-2]
+        P = past_length if past_length is not None else 0 if past is None else past.shape[-2]
         mask = build_mask(T, P, attention_mask, X.device)
         h = self.wte[X] + self.wpe[position_ids(T, P, attention_mask, X.device)]  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
-            h, present = block(h, None if past is None else past[:, i], mask)
+            h, present = block(h, None if past is None else past[:, i], mask, past_length)
             presents.append(present)
         h = self.ln_f(h)  # [B, T, E]
         if last_only:
             h = h[:, -1:]
         # tied LM head, as a 2-D matmul
-        logits = torch.matmul(h.reshape(-1, self.hparams.n_embd), self.wte.t())
+        logits = matmul(h.reshape(-1, self.hparams.n_embd), self.wte.t())
         logits = logits.view(B, -1, self.hparams.n_vocab)  # [B, T, V]
-        return {"logits": logits, "present": torch.stack(presents, dim=1)}
+        present = past if past_length is not None else torch.stack(presents, dim=1)
+        return {"logits": logits, "present": present}
+
+
+def new_cache(present: torch.Tensor, capacity: int) -> torch.Tensor:
+    """A cache buffer ``[B, L, 2, H, capacity, D]`` starting with ``present`` ``[B, L, 2, H, P, D]``."""
+    shape = list(present.shape)
+    shape[-2] = capacity
+    cache = present.new_empty(shape)
+    cache[..., :present.shape[-2], :] = present
+    return cache
 
 
 def checkpoint_name(param: str) -> str:

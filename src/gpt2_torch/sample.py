@@ -16,7 +16,12 @@ from gpt2_common.hparams import load_hparams
 from gpt2_common.interface import GPT2Model, ModelError, sample_sequence  # noqa: F401 (re-export)
 from gpt2_common.weights import load_weights
 
-from .model import GPT2, from_weights
+from .model import GPT2, from_weights, new_cache
+
+# The KV cache: a buffer [B, L, 2, H, C, D] with its first P positions filled, grown CACHE_STEP
+# positions at a time, written in place by each decode step.
+Cache = Tuple[torch.Tensor, int]
+CACHE_STEP = 256
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -62,12 +67,17 @@ class TorchGPT2(GPT2Model):
         return self.model(self._tensor(tokens), attention_mask=m)["logits"].float().cpu().numpy()
 
     @torch.inference_mode()
-    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, torch.Tensor]:
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
         out = self.model(self._tensor(tokens), attention_mask=self._tensor(mask), last_only=True)
-        return out["logits"][:, -1].float().cpu().numpy(), out["present"]
+        P = tokens.shape[1]
+        cache = new_cache(out["present"], min(self.hparams.n_ctx, P + CACHE_STEP))
+        return out["logits"][:, -1].float().cpu().numpy(), (cache, P)
 
     @torch.inference_mode()
-    def _decode(self, tokens: np.ndarray, past: torch.Tensor, mask: np.ndarray
-                ) -> Tuple[np.ndarray, torch.Tensor]:
-        out = self.model(self._tensor(tokens), past=past, attention_mask=self._tensor(mask), last_only=True)
-        return out["logits"][:, -1].float().cpu().numpy(), torch.cat([past, out["present"]], dim=-2)
+    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+        cache, P = past
+        if P + tokens.shape[1] > cache.shape[-2]:  # full: grow the buffer (rarely)
+            cache = new_cache(cache[..., :P, :], min(self.hparams.n_ctx, cache.shape[-2] + CACHE_STEP))
+        out = self.model(self._tensor(tokens), past=cache, attention_mask=self._tensor(mask),
+                         last_only=True, past_length=P)
+        return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])

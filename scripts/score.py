@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Score text under GPT-2: each token's log-probability and rank, and the text's perplexity.
+
+    gpt2_score "The quick brown fox" --model_name 124M
+    echo "The quick brown fox" | python scripts/score.py - --json
+    gpt2_score --file essay.txt --stride 256
+    gpt2_score --file webtext.test.jsonl --json > scores.jsonl     # one result per line
+"""
+import json as _json
+import sys
+
+from gpt2_common import cli
+
+TOKEN_WIDTH = 24
+
+
+def score(text=None, file=None, backend='torch', device=None, model_name='124M', models_dir='models',
+          model_dir=None, stride=None, json=False, prepend_eot=True, max_tokens=None, limit=None,
+          download=True):
+    """Print per-token log-probabilities (natural log) and ranks, and the totals, for a text.
+
+    The text comes from the argument, from --file (plain text; a file ending in .jsonl is read as
+    JSON lines with a "text" field and scored line by line), or from stdin when the argument or
+    --file is "-". (fire parses bare arguments, so a text such as 123 or [1] is given as its Python
+    form; use --file or stdin for exact text.)
+
+    Plain output: a table (position, token, log-probability, rank; rank 1 = the model's top choice)
+    and a summary line "tokens N  total NLL x  mean NLL y  perplexity z". For a .jsonl file, one
+    summary line per document. With --json: one JSON object per text (per line for .jsonl) with
+    tokens, token_strings, logprobs, ranks, context, n_ctx, stride, n_tokens, total_nll, mean_nll,
+    perplexity (and id and line for .jsonl input).
+
+    Args:
+        text: The text to score, or "-" to read it from stdin.
+        file: A plain-text file (scored whole), a .jsonl file (one result per line), or "-".
+        backend: "torch" (default) or "tf".
+        device: cpu, cuda or cuda:N (default: the GPU if there is one).
+        model_name: Which model to use: 124M, 355M, 774M, 1558M (folder in models_dir; a missing
+            released model is downloaded unless --nodownload), or another folder in models_dir.
+        models_dir: Path to the parent folder containing model subfolders.
+        model_dir: Path of a model folder, used instead of models_dir/model_name.
+        stride: Sliding-window step for texts longer than the context (default n_ctx // 2;
+            1 .. n_ctx - 1). Every token is scored once, with at least n_ctx - stride tokens of
+            context once past the first window.
+        json: Print JSON (one object per line) instead of a table.
+        prepend_eot: Score the first token given <|endoftext|> (default); --noprepend_eot makes
+            the first token context only.
+        max_tokens: Score only the first max_tokens tokens of each text.
+        limit: For .jsonl input: score only the first limit documents.
+        download: Download a missing released model (--nodownload: just report it).
+    """
+    from gpt2_common import research
+
+    cli.check_backend(backend)
+    device = cli.check_device(device)
+    stride = cli.check_int("stride", stride, 1, allow_none=True)
+    max_tokens = cli.check_int("max_tokens", max_tokens, 1, allow_none=True)
+    limit = cli.check_int("limit", limit, 1, allow_none=True)
+    as_json = cli.check_flag("json", json)
+    prepend_eot = cli.check_flag("prepend_eot", prepend_eot)
+    download = cli.check_flag("download", download)
+    try:
+        docs, is_jsonl = _read_input(text, file, limit)
+        path, name = cli.resolve_model_dir(model_name, models_dir, model_dir)
+        cli.ensure_model_files(path, name, download)
+        from gpt2_common.hparams import load_hparams
+
+        research.check_stride(stride, load_hparams(path).n_ctx)  # before the weights load
+        from gpt2_common.interface import load_model
+
+        model = load_model(backend, path, device=device)
+        enc = model.encoder
+        cli.setup_text_streams()
+        for where, record, doc in docs:
+            try:
+                result = research.score_text(model, doc, stride=stride, prepend_eot=prepend_eot,
+                                             max_tokens=max_tokens)
+            except research.ResearchError as e:
+                raise research.ResearchError(f"{where}: {e}" if where else str(e)) from None
+            if as_json:
+                out = {}
+                if is_jsonl:
+                    out = {"line": record["_line"], **({"id": record["id"]} if "id" in record else {})}
+                out.update(result.to_dict(enc))
+                print(_json.dumps(out, ensure_ascii=False), flush=is_jsonl)
+            elif is_jsonl:
+                label = f"line {record['_line']}" + (f" id {record['id']}" if "id" in record else "")
+                print(f"{label}: {summary_line(result)}", flush=True)
+            else:
+                print(table(result, enc))
+                print(summary_line(result))
+    except research.ResearchError as e:
+        raise cli.UsageError(str(e)) from None
+
+
+def _read_input(text, file, limit):
+    """``([(where, record, text), ...], is_jsonl)`` from the argument, --file or stdin."""
+    from gpt2_common import research
+
+    if text is not None and file is not None:
+        raise cli.UsageError("give either a text or --file, not both")
+    if text is None and file is None:
+        raise cli.UsageError('nothing to score: give a text, --file PATH, or "-" to read stdin')
+    if file is not None:
+        if not isinstance(file, str) or not file:
+            raise cli.UsageError(f"--file must be a path, got {file!r}")
+        if file.endswith(".jsonl"):
+            docs = []
+            for number, record in research.iter_jsonl(file, limit):
+                record = dict(record, _line=number)
+                docs.append((f"{file}:{number}", record, record["text"]))
+            if not docs:
+                raise cli.UsageError(f"{file}: no documents")
+            return docs, True
+        doc = _read_stdin() if file == "-" else research.read_text(file)
+        where = "stdin" if file == "-" else file
+    else:
+        doc = _read_stdin() if text == "-" else (text if isinstance(text, str) else str(text))
+        where = "stdin" if text == "-" else ""
+    if not doc:
+        raise cli.UsageError(f"empty text{' in ' + where if where else ''}: nothing to score")
+    return [(where, None, doc)], False
+
+
+def _read_stdin():
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise cli.UsageError("stdin is not UTF-8 text") from None
+
+
+def table(result, encoder):
+    """The per-token table: position, token (as a Python string literal), log-probability, rank."""
+    from gpt2_common import research
+
+    rows = [f"{'pos':>5}  {'token':<{TOKEN_WIDTH}}  {'logprob':>10}  {'rank':>6}"]
+    strings = research.token_strings(encoder, result.tokens)
+    for i, (s, lp, rank) in enumerate(zip(strings, result.logprobs, result.ranks), 1):
+        shown = repr(s)
+        if len(shown) > TOKEN_WIDTH:
+            shown = shown[:TOKEN_WIDTH - 3] + "..."
+        rows.append(f"{i:>5}  {shown:<{TOKEN_WIDTH}}  {lp:>10.4f}  {int(rank):>6}")
+    return "\n".join(rows)
+
+
+def summary_line(result):
+    """``tokens N  total NLL x  mean NLL y  perplexity z``."""
+    return (f"tokens {result.n_tokens}  total NLL {result.total_nll:.4f}  mean NLL {result.mean_nll:.4f}  "
+            f"perplexity {result.perplexity:.4f}")
+
+
+def stdin_args(argv):
+    """Spell a bare ``-`` (stdin) as ``--text=-`` / ``--file=-``: fire would take it for its
+    command separator."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":  # fire's own flags follow
+            return out + list(argv[i:])
+        if arg != "-":
+            out.append(arg)
+        elif out and out[-1] in ("--file", "--text"):
+            out[-1] += "=-"
+        else:
+            out.append("--text=-")
+    return out
+
+
+def main():
+    """Console-script entry point."""
+    sys.argv[1:] = stdin_args(sys.argv[1:])
+    cli.run(score, name="gpt2_score")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,503 @@
+"""Research tools: score text under GPT-2 and study GPT-2's outputs (issue #6).
+
+Scoring (backend-neutral: everything goes through ``model.logits``)::
+
+    from gpt2_common import load_model
+    from gpt2_common.research import score_text
+
+    model = load_model("torch", "models/124M")
+    r = score_text(model, "The quick brown fox jumps over the lazy dog.")
+    r.logprobs, r.ranks            # per token: log p(token | prefix) (natural log), rank (1 = argmax)
+    r.total_nll, r.mean_nll, r.perplexity
+
+Every token of the text is scored given the tokens before it. The first token has no prefix, so by
+default ``<|endoftext|>`` is prepended as context (as the gpt-2-output-dataset study did); with
+``prepend_eot=False`` the first token is context only and is not scored. Texts longer than the
+model's context ``n_ctx`` are scored with a sliding window (the Hugging Face perplexity recipe):
+windows of ``n_ctx`` tokens start every ``stride`` tokens (default ``n_ctx // 2``); each window scores
+only the tokens the previous one did not reach, so every token is scored exactly once, with as much
+left context as its window allows (at least ``n_ctx - stride`` tokens once the first window is
+passed). A text that fits in ``n_ctx`` is a single forward pass. The log-softmax is taken in float64
+from the model's float32 logits. A token's rank is ``1 + the number of vocabulary entries with a
+strictly greater logit`` (so ties share the better rank).
+
+Detection (the gpt-2-output-dataset study, whose ``.jsonl`` lines are
+``{"id", "ended", "length", "text"}``; labels: real/webtext = 0, generated = 1):
+
+* :func:`logprob_detection` -- the zero-shot log-probability method: a document's score is its mean
+  token log-probability (over its first ``max_tokens`` tokens); the threshold (and which side is
+  "generated") is chosen to maximise accuracy on the validation split and applied to the test split.
+* :func:`tfidf_baseline` -- the study's ``baseline.py``: TF-IDF over unigrams and bigrams
+  (``min_df=5``, ``max_features=2**21``) + logistic regression, ``C`` searched over ``2**k`` for
+  ``k`` in -6..6 on the validation split. Needs scikit-learn (the ``detect`` extra), imported only
+  there.
+
+Accuracies are percentages (0-100), as in the study's ``baseline.py``.
+
+User errors (empty text, bad stride, unreadable or malformed ``.jsonl``) raise :class:`ResearchError`
+with a one-line message. No deep-learning framework is imported here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+EOT_TOKEN = 50256
+#: Upper bound on ``batch * length * n_vocab`` logits per forward pass (2**27 float32 = 512 MiB).
+MAX_BATCH_LOGITS = 2**27
+#: Rows of float64 log-softmax computed at once (bounds the float64 temporaries).
+_ROW_CHUNK = 256
+TFIDF_C_GRID = tuple(2.0**k for k in range(-6, 7))  # 1/64 .. 64
+SPLITS = ("train", "valid", "test")
+
+
+class ResearchError(ValueError):
+    """A user error in scoring or detection input: reported as one line."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class ScoreResult:
+    """Per-token scores of one text.
+
+    ``tokens[i]`` was scored given ``context + tokens[:i]``: ``logprobs[i]`` is its natural-log
+    probability (float64), ``ranks[i]`` its rank among all ``n_vocab`` tokens (1 = the model's top
+    choice). ``context`` holds the tokens that were given but not scored (``[<|endoftext|>]`` by
+    default, or the text's first token when ``<|endoftext|>`` is not prepended).
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    ranks: np.ndarray
+    context: List[int] = field(default_factory=list)
+    n_ctx: int = 0
+    stride: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of scored tokens."""
+        return int(self.tokens.shape[0])
+
+    @property
+    def total_nll(self) -> float:
+        """Sum of ``-logprobs`` (nats)."""
+        return float(-self.logprobs.sum())
+
+    @property
+    def mean_nll(self) -> float:
+        """Mean negative log-likelihood per scored token (nats)."""
+        return self.total_nll / self.n_tokens if self.n_tokens else float("nan")
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean log-probability per scored token (``-mean_nll``); the detection score."""
+        return -self.mean_nll
+
+    @property
+    def perplexity(self) -> float:
+        """``exp(mean_nll)``."""
+        if not self.n_tokens:
+            return float("nan")
+        try:
+            return math.exp(self.mean_nll)
+        except OverflowError:
+            return float("inf")
+
+    def summary(self) -> Dict[str, Any]:
+        """The totals: ``n_tokens, total_nll, mean_nll, perplexity``."""
+        return {"n_tokens": self.n_tokens, "total_nll": self.total_nll, "mean_nll": self.mean_nll,
+                "perplexity": self.perplexity}
+
+    def to_dict(self, encoder: Any = None) -> Dict[str, Any]:
+        """A JSON-ready dict: per-token ``tokens``, ``token_strings`` (with an ``encoder``),
+        ``logprobs``, ``ranks``, plus ``context``, ``n_ctx``, ``stride`` and :meth:`summary`."""
+        d: Dict[str, Any] = {"tokens": [int(t) for t in self.tokens]}
+        if encoder is not None:
+            d["token_strings"] = token_strings(encoder, self.tokens)
+        d["logprobs"] = [float(x) for x in self.logprobs]
+        d["ranks"] = [int(r) for r in self.ranks]
+        d["context"] = [int(t) for t in self.context]
+        d.update(n_ctx=self.n_ctx, stride=self.stride)
+        d.update(self.summary())
+        return d
+
+
+def token_strings(encoder: Any, tokens: Sequence[int]) -> List[str]:
+    """Each token decoded on its own (a token holding part of a UTF-8 character shows U+FFFD)."""
+    return [encoder.decode([int(t)]) for t in tokens]
+
+
+def check_stride(stride: Any, n_ctx: int) -> int:
+    """``stride`` (``None``: ``n_ctx // 2``) as an int in ``[1, n_ctx - 1]``, else ResearchError.
+
+    A stride of ``n_ctx`` or more would leave the first token of each later window without context.
+    """
+    if stride is None:
+        return max(1, n_ctx // 2)
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride < n_ctx:
+        raise ResearchError(f"stride must be an integer in [1, {n_ctx - 1}] (n_ctx={n_ctx}), got {stride!r}")
+    return int(stride)
+
+
+def window_plan(length: int, n_ctx: int, stride: int) -> List[Tuple[int, int, int]]:
+    """Sliding windows over a sequence of ``length`` tokens whose positions ``1..length-1`` are scored.
+
+    Returns ``[(begin, end, first), ...]``: the window feeds ``seq[begin:end]`` (at most ``n_ctx``
+    tokens) and scores positions ``first..end-1``, each from the logits one position earlier. Windows
+    start every ``stride`` tokens (the Hugging Face recipe); each scores from where the previous
+    one ended, so the scored ranges tile ``1..length-1`` exactly. ``stride`` must be in
+    ``[1, n_ctx - 1]`` so that ``first > begin``.
+    """
+    if not 1 <= stride < n_ctx:
+        raise ResearchError(f"stride must be in [1, {n_ctx - 1}], got {stride}")
+    plan: List[Tuple[int, int, int]] = []
+    prev_end, begin = 1, 0
+    while prev_end < length:
+        end = min(begin + n_ctx, length)
+        plan.append((begin, end, prev_end))
+        prev_end = end
+        begin += stride
+    return plan
+
+
+def _check_token_list(tokens: Any, n_vocab: int) -> np.ndarray:
+    arr = np.asarray(tokens)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ResearchError(f"tokens must be a flat list of token ids, got shape {arr.shape} ({arr.dtype})")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_vocab):
+        bad = arr[(arr < 0) | (arr >= n_vocab)][0]
+        raise ResearchError(f"token id {bad} is outside [0, {n_vocab})")
+    return arr
+
+
+def _score_rows(logits: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Log-probability (float64) and rank of ``targets[i]`` under ``logits[i]`` (float32 ``[N, V]``)."""
+    lps = np.empty(len(targets), dtype=np.float64)
+    ranks = np.empty(len(targets), dtype=np.int64)
+    idx = np.arange(len(targets))
+    for a in range(0, len(targets), _ROW_CHUNK):
+        rows, tgt = logits[a:a + _ROW_CHUNK], targets[a:a + _ROW_CHUNK]
+        x = rows.astype(np.float64)
+        m = x.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
+        chosen = rows[idx[:len(tgt)], tgt]
+        lps[a:a + len(tgt)] = chosen.astype(np.float64) - lse
+        ranks[a:a + len(tgt)] = (rows > chosen[:, None]).sum(axis=1) + 1
+    return lps, ranks
+
+
+def score_many(model: Any, token_lists: Sequence[Sequence[int]], stride: Optional[int] = None,
+               prepend_eot: bool = True, max_tokens: Optional[int] = None, pad: bool = False,
+               max_batch_logits: int = MAX_BATCH_LOGITS) -> List[ScoreResult]:
+    """Score several token lists at once (see :func:`score_tokens`); windows are batched.
+
+    ``max_tokens`` keeps only each list's first ``max_tokens`` tokens. Windows of equal length share
+    a forward pass; with ``pad=True`` windows of different lengths are also batched, right-padded
+    with ``<|endoftext|>`` (causal attention keeps the real positions unaffected, up to float noise
+    from the different shapes) -- faster for many short documents. A forward pass holds at most
+    ``max_batch_logits`` logits (but always at least one window).
+    """
+    hp = model.hparams
+    n_ctx, n_vocab = int(hp.n_ctx), int(hp.n_vocab)
+    stride = check_stride(stride, n_ctx)
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer))
+                                   or max_tokens < 1):
+        raise ResearchError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    eot = min(EOT_TOKEN, n_vocab - 1)
+
+    seqs: List[np.ndarray] = []
+    for i, toks in enumerate(token_lists):
+        arr = _check_token_list(toks, n_vocab)
+        if max_tokens is not None:
+            arr = arr[:max_tokens]
+        if prepend_eot:
+            arr = np.concatenate([np.array([eot], np.int64), arr])
+        if len(arr) < 2:
+            what = "no tokens" if len(arr) == 0 or prepend_eot else "only one token"
+            raise ResearchError(f"text {i + 1} has {what} to score" +
+                                ("" if prepend_eot else " (without <|endoftext|> the first token is context only)"))
+        seqs.append(arr)
+
+    # Every window of every sequence: (seq index, begin, end, first scored position).
+    windows = [(s, b, e, f) for s, seq in enumerate(seqs) for (b, e, f) in window_plan(len(seq), n_ctx, stride)]
+    lps = [np.empty(len(seq) - 1, np.float64) for seq in seqs]
+    ranks = [np.empty(len(seq) - 1, np.int64) for seq in seqs]
+
+    order = sorted(range(len(windows)), key=lambda w: -(windows[w][2] - windows[w][1]))
+    i = 0
+    while i < len(order):
+        T = windows[order[i]][2] - windows[order[i]][1]  # the longest window left
+        limit = max(1, max_batch_logits // (T * n_vocab))
+        j = i + 1
+        while j < len(order) and j - i < limit and (pad or windows[order[j]][2] - windows[order[j]][1] == T):
+            j += 1
+        batch = [windows[w] for w in order[i:j]]
+        x = np.full((len(batch), T), eot, dtype=np.int32)
+        for r, (s, b, e, _) in enumerate(batch):
+            x[r, :e - b] = seqs[s][b:e]
+        logits = model.logits(x)
+        for r, (s, b, e, f) in enumerate(batch):
+            # Position p of the sequence is predicted by the logits at p - 1 (window row p - 1 - b).
+            rows = logits[r, f - 1 - b:e - 1 - b]
+            lp, rk = _score_rows(rows, seqs[s][f:e])
+            lps[s][f - 1:e - 1], ranks[s][f - 1:e - 1] = lp, rk
+        i = j
+    return [ScoreResult(tokens=seq[1:].copy(), logprobs=lps[s], ranks=ranks[s], context=[int(seq[0])],
+                        n_ctx=n_ctx, stride=stride) for s, seq in enumerate(seqs)]
+
+
+def score_tokens(model: Any, tokens: Sequence[int], stride: Optional[int] = None,
+                 prepend_eot: bool = True, max_tokens: Optional[int] = None) -> ScoreResult:
+    """Log-probability and rank of every token of ``tokens`` given its prefix, under ``model``.
+
+    ``model``: anything with ``.hparams`` (``n_ctx``, ``n_vocab``) and ``.logits(tokens [B, T]) ->
+    float32 [B, T, n_vocab]`` (see :func:`gpt2_common.load_model`). ``stride``: the sliding-window
+    step for sequences longer than ``n_ctx`` (default ``n_ctx // 2``; must be in ``[1, n_ctx - 1]``).
+    ``prepend_eot``: score the first token too, given ``<|endoftext|>`` (default); otherwise the
+    first token is context only. ``max_tokens``: score only the first ``max_tokens`` tokens.
+    """
+    return score_many(model, [tokens], stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens)[0]
+
+
+def score_text(model: Any, text: str, stride: Optional[int] = None, prepend_eot: bool = True,
+               max_tokens: Optional[int] = None, encoder: Any = None) -> ScoreResult:
+    """:func:`score_tokens` on ``text`` encoded with ``encoder`` (default: ``model.encoder``)."""
+    if not isinstance(text, str):
+        raise ResearchError(f"text must be a string, got {type(text).__name__}")
+    if not text:
+        raise ResearchError("empty text: nothing to score")
+    tokens = (encoder or model.encoder).encode(text)
+    return score_tokens(model, tokens, stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data: the gpt-2-output-dataset .jsonl files
+# ------------------------------------------------------------------------------------------------
+
+def iter_jsonl(path: str, limit: Optional[int] = None, field: str = "text") -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """Yield ``(line number, record)`` for the first ``limit`` records of a ``.jsonl`` file.
+
+    Each non-blank line must be a JSON object whose ``field`` is a string; anything else raises
+    :class:`ResearchError` naming the file and line. Blank lines are skipped.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ResearchError(f"limit must be an integer >= 1, got {limit!r}")
+    count = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if limit is not None and count >= limit:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    raise ResearchError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                    raise ResearchError(f"{path}:{number}: expected a JSON object with a string {field!r} field")
+                count += 1
+                yield number, record
+    except FileNotFoundError:
+        raise ResearchError(f"file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ResearchError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ResearchError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_jsonl(path: str, limit: Optional[int] = None, field: str = "text") -> List[str]:
+    """The ``field`` (default ``text``) of the first ``limit`` records of a ``.jsonl`` file."""
+    return [record[field] for _, record in iter_jsonl(path, limit, field)]
+
+
+def read_text(path: str) -> str:
+    """A whole UTF-8 text file (ResearchError if missing or unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ResearchError(f"file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ResearchError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ResearchError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def source_name(path: str) -> str:
+    """The dataset's source name from a file name: ``small-117M.valid.jsonl`` -> ``small-117M``."""
+    name = os.path.basename(path)
+    if name.endswith(".jsonl"):
+        name = name[:-len(".jsonl")]
+    for split in SPLITS:
+        if name.endswith("." + split):
+            return name[:-len(split) - 1]
+    return name
+
+
+def split_paths(data_dir: str, source: str, splits: Sequence[str] = SPLITS,
+                real: str = "webtext") -> Dict[str, Tuple[str, str]]:
+    """``{split: (real path, generated path)}`` in the dataset's layout:
+    ``data_dir/webtext.<split>.jsonl`` and ``data_dir/<source>.<split>.jsonl``."""
+    return {s: (os.path.join(data_dir, f"{real}.{s}.jsonl"), os.path.join(data_dir, f"{source}.{s}.jsonl"))
+            for s in splits}
+
+
+def labelled(real: Sequence[str], fake: Sequence[str]) -> Tuple[List[str], np.ndarray]:
+    """Texts ``real + fake`` and labels (0 = real, 1 = generated), as ``baseline.py`` builds them."""
+    return list(real) + list(fake), np.array([0] * len(real) + [1] * len(fake), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Zero-shot detection: mean log-probability with a threshold
+# ------------------------------------------------------------------------------------------------
+
+def mean_logprobs(model: Any, texts: Sequence[str], max_tokens: Optional[int] = 256,
+                  stride: Optional[int] = None, prepend_eot: bool = True,
+                  batch_docs: int = 64) -> np.ndarray:
+    """Each text's mean token log-probability over its first ``max_tokens`` tokens (``None``: all).
+
+    Texts are encoded with ``model.encoder`` and scored in batches of ``batch_docs`` documents
+    (windows right-padded into shared forward passes). An empty text (no tokens) scores NaN.
+    """
+    enc = model.encoder
+    out = np.full(len(texts), np.nan, dtype=np.float64)
+    for a in range(0, len(texts), batch_docs):
+        chunk = [enc.encode(t) for t in texts[a:a + batch_docs]]
+        keep = [k for k, toks in enumerate(chunk) if len(toks) >= (1 if prepend_eot else 2)]
+        results = score_many(model, [chunk[k] for k in keep], stride=stride, prepend_eot=prepend_eot,
+                             max_tokens=max_tokens, pad=True)
+        for k, r in zip(keep, results):
+            out[a + k] = r.mean_logprob
+    return out
+
+
+def threshold_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float,
+                       direction: str = "higher") -> float:
+    """Accuracy (percent) of predicting "generated" (1) for ``scores > threshold`` (``direction``
+    ``"higher"``) or ``scores < threshold`` (``"lower"``)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    if len(scores) == 0:
+        return float("nan")
+    pred = scores > threshold if direction == "higher" else scores < threshold
+    return float((pred.astype(np.int64) == labels).mean() * 100.0)
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> Tuple[float, str, float]:
+    """The threshold and direction maximising accuracy on ``(scores, labels)``.
+
+    Candidates are the midpoints between consecutive distinct scores (and one unit beyond either
+    end); both directions are tried ("higher": generated above the threshold; "lower": below).
+    Ties go to the smaller threshold and to "higher". Returns ``(threshold, direction, accuracy %)``.
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, np.int64)
+    if len(scores) == 0 or not np.isfinite(scores).all():
+        raise ResearchError("need at least one finite score to choose a threshold")
+    u = np.unique(scores)
+    cands = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2.0, [u[-1] + 1.0]])
+    # For each candidate t: how many of each class lie above it (scores sorted ascending).
+    s = np.sort(scores)
+    above = len(s) - np.searchsorted(s, cands, side="right")
+    fake_sorted = np.sort(scores[labels == 1])
+    fake_above = len(fake_sorted) - np.searchsorted(fake_sorted, cands, side="right")
+    real_above = above - fake_above
+    n_fake, n_real = len(fake_sorted), len(s) - len(fake_sorted)
+    correct_higher = fake_above + (n_real - real_above)
+    correct_lower = (n_fake - fake_above) + real_above
+    best = (-1, 0.0, "higher")
+    for direction, correct in (("higher", correct_higher), ("lower", correct_lower)):
+        k = int(np.argmax(correct))
+        if correct[k] > best[0]:
+            best = (int(correct[k]), float(cands[k]), direction)
+    return best[1], best[2], best[0] * 100.0 / len(s)
+
+
+def logprob_detection(model: Any, real_valid: Sequence[str], fake_valid: Sequence[str],
+                      real_test: Sequence[str], fake_test: Sequence[str], source: str = "",
+                      max_tokens: Optional[int] = 256, stride: Optional[int] = None,
+                      prepend_eot: bool = True) -> Dict[str, Any]:
+    """The zero-shot log-probability detector: threshold on validation, accuracy on test.
+
+    Documents with no tokens are left out (``n_valid``/``n_test`` count the documents used).
+    Returns ``{"source", "method": "logprob", "n_valid", "n_test", "threshold", "direction",
+    "max_tokens", "valid_accuracy", "test_accuracy"}`` (accuracies in percent; ``direction``
+    ``"higher"`` means documents scoring above ``threshold`` are classified as generated).
+    """
+    def scored(real: Sequence[str], fake: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+        texts, labels = labelled(real, fake)
+        scores = mean_logprobs(model, texts, max_tokens=max_tokens, stride=stride, prepend_eot=prepend_eot)
+        ok = np.isfinite(scores)
+        return scores[ok], labels[ok]
+
+    v_scores, v_labels = scored(real_valid, fake_valid)
+    t_scores, t_labels = scored(real_test, fake_test)
+    if len(v_scores) == 0:
+        raise ResearchError("the validation split has no documents to score")
+    if len(t_scores) == 0:
+        raise ResearchError("the test split has no documents to score")
+    threshold, direction, valid_acc = best_threshold(v_scores, v_labels)
+    return {"source": source, "method": "logprob", "n_valid": int(len(v_scores)), "n_test": int(len(t_scores)),
+            "threshold": threshold, "direction": direction, "max_tokens": max_tokens,
+            "valid_accuracy": valid_acc,
+            "test_accuracy": threshold_accuracy(t_scores, t_labels, threshold, direction)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The TF-IDF + logistic regression baseline (scikit-learn, the `detect` extra)
+# ------------------------------------------------------------------------------------------------
+
+def _sklearn() -> Tuple[Any, Any]:
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise ResearchError("the tfidf baseline needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+    return TfidfVectorizer, LogisticRegression
+
+
+def tfidf_baseline(train: Tuple[Sequence[str], Sequence[str]], valid: Tuple[Sequence[str], Sequence[str]],
+                   test: Tuple[Sequence[str], Sequence[str]], source: str = "",
+                   min_df: int = 5, max_features: int = 2**21,
+                   c_grid: Sequence[float] = TFIDF_C_GRID) -> Dict[str, Any]:
+    """The study's ``baseline.py``: TF-IDF (1-2 grams) + logistic regression.
+
+    Each split is ``(real texts, generated texts)``. The vectoriser is fit on the training texts;
+    ``C`` is chosen by validation accuracy (first best wins, like ``GridSearchCV`` with a predefined
+    split and ``refit=False``); the model trained with it on the training split is scored on
+    validation and test. Returns exactly ``{"source", "n_train", "valid_accuracy",
+    "test_accuracy"}`` (accuracies in percent).
+    """
+    TfidfVectorizer, LogisticRegression = _sklearn()
+    train_texts, train_labels = labelled(*train)
+    valid_texts, valid_labels = labelled(*valid)
+    test_texts, test_labels = labelled(*test)
+    for name, labels in (("train", train_labels), ("valid", valid_labels)):
+        if len(set(labels.tolist())) < 2:
+            raise ResearchError(f"the {name} split needs both real and generated documents")
+    if not len(test_labels):
+        raise ResearchError("the test split has no documents")
+    vect = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, max_features=max_features)
+    try:
+        train_x = vect.fit_transform(train_texts)
+    except ValueError as e:  # e.g. no term reaches min_df
+        raise ResearchError(f"TF-IDF on the training split failed: {str(e).splitlines()[0]}") from None
+    valid_x, test_x = vect.transform(valid_texts), vect.transform(test_texts)
+    best: Tuple[float, Any] = (-1.0, None)
+    for C in c_grid:
+        clf = LogisticRegression(C=C, solver="liblinear").fit(train_x, train_labels)
+        acc = clf.score(valid_x, valid_labels)
+        if acc > best[0]:
+            best = (acc, clf)
+    clf = best[1]
+    return {"source": source, "n_train": int(len(train_labels)),
+            "valid_accuracy": float(clf.score(valid_x, valid_labels) * 100.0),
+            "test_accuracy": float(clf.score(test_x, test_labels) * 100.0)}

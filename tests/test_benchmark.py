@@ -1,0 +1,103 @@
+"""scripts/benchmark.py, run as a user would: a quick end-to-end run on a tiny random model (both
+backends, plus the Hugging Face row where transformers is installed) checking the JSON report
+field by field, and flag errors (one line on stderr, exit status 2)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def run_benchmark(*args, timeout: int = 150) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.skipif(not (installed("tensorflow") and installed("torch")), reason="needs both backends")
+def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
+    model_dir = make_model_dir("tiny", vocab=True)
+    png = tmp_path / "bench.png"
+    args = ["--model_dir", model_dir, "--backends", "tf,torch", "--prefill", "8,16", "--decode_tokens", 4,
+            "--batch_sizes", "1,2", "--repeats", 1, "--vocab_dir", vocab_dir, "--json"]
+    if installed("matplotlib"):
+        args += ["--plot", png]
+    p = run_benchmark(*args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout)  # stdout is the JSON document and nothing else
+
+    m = res["machine"]
+    assert m["cpu"] and positive(m["cores"]) and positive(m["usable_cores"]) and m["python"] and m["numpy"]
+    assert res["model"]["name"] and positive(res["model"]["n_params"])
+    # fp32 weights read per token: every parameter but the position table
+    assert res["model"]["bytes_per_token"] == 4 * (res["model"]["n_params"] - 64 * 32)
+    assert positive(res["bandwidth_gbps"]) and positive(res["limit_tokens_per_s"])
+    assert res["limit_tokens_per_s"] == pytest.approx(res["bandwidth_gbps"] * 1e9 / res["model"]["bytes_per_token"])
+
+    expected = {"tf", "torch"} | ({"hf"} if installed("transformers") else set())
+    assert set(res["backends"]) == expected
+    for name, row in res["backends"].items():
+        assert positive(row["load_s"]) and positive(row["peak_rss_mb"]), name
+        assert set(row["prefill"]) == {"8", "16"} and all(map(positive, row["prefill"].values())), name
+        assert set(row["decode"]) == {"1", "2"}, name
+        for stats in row["decode"].values():
+            assert all(positive(stats[k]) for k in ("tokens_per_s", "p50_ms", "p90_ms")), (name, stats)
+            assert stats["p90_ms"] >= stats["p50_ms"], (name, stats)
+        assert positive(row["fraction_of_limit"]), name
+        assert row["fraction_of_limit"] == pytest.approx(row["decode"]["1"]["tokens_per_s"] / res["limit_tokens_per_s"])
+
+    if installed("tiktoken"):
+        assert positive(res["encoder"]["tiktoken"])
+    if installed("gpt2_common.encoder") or "gpt2_common" in res["encoder"]:
+        assert positive(res["encoder"]["gpt2_common"])
+    assert all(positive(v) for v in res["encoder"].values())
+
+    t = res["targets"]
+    assert set(t) == {"torch_decode_vs_hf", "tf_decode_vs_torch", "decode_vs_limit", "prefill_vs_hf"}
+    assert t["prefill_vs_hf"]["T"] == 16 and t["decode_vs_limit"]["batch"] == 1
+    assert positive(t["tf_decode_vs_torch"]["ratio"]) and isinstance(t["tf_decode_vs_torch"]["ok"], bool)
+    assert t["decode_vs_limit"]["ok"] == (min(t["decode_vs_limit"]["tf"], t["decode_vs_limit"]["torch"]) >= 0.75)
+    for name, target in t.items():
+        assert positive(target["threshold"])
+        assert (target["ok"] is None) == ("hf" not in res["backends"] and name in ("torch_decode_vs_hf", "prefill_vs_hf"))
+    if installed("matplotlib"):
+        assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--prefill", "0"], "--prefill"),
+    (["--batch_sizes", "1,x"], "--batch_sizes"),
+    (["--model", "999M"], "999M"),
+    (["--backends", "tf,jax"], "jax"),
+    (["--decode_tokens", "1"], "--decode_tokens"),
+    (["--device", "tpu"], "tpu"),
+    (["--bogus", "1"], "--bogus"),
+])
+def test_bad_flags_one_line_exit_2(args, needle):
+    p = run_benchmark(*args, timeout=60)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
+    assert p.stdout == ""
+
+
+def test_prompt_longer_than_context_is_a_flag_error(make_model_dir):
+    p = run_benchmark("--model_dir", make_model_dir("tiny"), "--prefill", "100", timeout=60)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "context of 64" in p.stderr, p.stderr
