@@ -23,7 +23,7 @@ from gpt2_common import cli
 ROOT = Path(__file__).resolve().parents[1]
 INTERACTIVE = "interactive_conditional_samples"
 UNCONDITIONAL = "generate_unconditional_samples"
-HEADER = re.compile(r"^={40} SAMPLE (\d+) ={40}$", re.M)
+HEADER = re.compile(r"={40} SAMPLE (\d+) ={40}$", re.M)  # after "Model prompt >>> " when piped
 OFFLINE = "http://127.0.0.1:1"  # refused at once: the tests never touch the network
 
 

@@ -1,0 +1,232 @@
+"""gpt2_common.download against a real HTTP server on 127.0.0.1 that can misbehave on purpose:
+drop the connection mid-file, answer 404 or 500, stall, or ignore Range requests."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gpt2_common import download
+from gpt2_common.download import MODEL_FILES, DownloadError, download_dataset, download_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Server:
+    """Serves ``files`` (url path -> bytes). ``behave[path]`` is a list of one-shot behaviours
+    consumed per request ("drop", "404", "500", "stall", "norange"); ``requests`` logs
+    ``(path, Range header)``."""
+
+    def __init__(self) -> None:
+        self.files: dict = {}
+        self.behave: dict = {}
+        self.always: dict = {}
+        self.requests: list = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                queue = server.behave.get(self.path) or []
+                how = queue.pop(0) if queue else server.always.get(self.path, "ok")
+                body = server.files.get(self.path)
+                if body is None or how == "404":
+                    self.send_error(404, "Not Found")
+                    return
+                if how == "500":
+                    self.send_error(500, "Internal Server Error")
+                    return
+                if how == "stall":
+                    time.sleep(1.5)
+                start = 0
+                if rng and how != "norange":
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if how == "drop":  # announce everything, send half, hang up
+                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setattr(download, "BACKOFF", 0.01)
+    s = Server()
+    for i, f in enumerate(MODEL_FILES):
+        s.files[f"/124M/{f}"] = os.urandom(1000 + 37 * i) if "ckpt" in f else f"{f} {i}\n".encode() * 50
+    yield s
+    s.close()
+
+
+def final_files(folder: Path) -> list:
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".part")) if folder.exists() else []
+
+
+def test_downloads_all_seven_files(server, tmp_path):
+    folder = download_model("124M", str(tmp_path), base_url=server.url, progress=False)
+    assert folder == str(tmp_path / "124M")
+    assert final_files(tmp_path / "124M") == sorted(MODEL_FILES)
+    for f in MODEL_FILES:
+        assert (tmp_path / "124M" / f).read_bytes() == server.files[f"/124M/{f}"]
+
+
+def test_resumes_after_dropped_connection(server, tmp_path):
+    path = "/124M/model.ckpt.data-00000-of-00001"
+    server.behave[path] = ["drop"]
+    download_model("124M", str(tmp_path), files=["model.ckpt.data-00000-of-00001"], base_url=server.url,
+                   progress=False)
+    got = (tmp_path / "124M" / "model.ckpt.data-00000-of-00001").read_bytes()
+    assert got == server.files[path]
+    ranges = [r for p, r in server.requests if p == path]
+    assert ranges[0] is None and ranges[1] == f"bytes={len(server.files[path]) // 2}-"
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    path = "/124M/model.ckpt.index"
+    server.behave[path] = ["drop", "norange"]
+    download_model("124M", str(tmp_path), files=["model.ckpt.index"], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / "model.ckpt.index").read_bytes() == server.files[path]
+
+
+def test_404_fails_at_once_and_leaves_nothing(server, tmp_path):
+    del server.files["/124M/vocab.bpe"]
+    with pytest.raises(DownloadError, match=r"vocab.bpe: HTTP 404") as e:
+        download_model("124M", str(tmp_path), files=["vocab.bpe"], base_url=server.url, progress=False)
+    assert "\n" not in str(e.value)
+    assert len([r for r in server.requests if r[0] == "/124M/vocab.bpe"]) == 1  # no retries
+    assert list((tmp_path / "124M").iterdir()) == []
+
+
+def test_500_is_retried(server, tmp_path):
+    server.behave["/124M/hparams.json"] = ["500", "500"]
+    download_model("124M", str(tmp_path), files=["hparams.json"], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / "hparams.json").read_bytes() == server.files["/124M/hparams.json"]
+
+
+def test_persistent_500_gives_up(server, tmp_path):
+    server.always["/124M/hparams.json"] = "500"
+    with pytest.raises(DownloadError, match="HTTP 500.*gave up after 3 tries"):
+        download_model("124M", str(tmp_path), files=["hparams.json"], base_url=server.url,
+                       progress=False, retries=2)
+    assert final_files(tmp_path / "124M") == []
+
+
+def test_stalled_server_times_out(server, tmp_path):
+    server.always["/124M/checkpoint"] = "stall"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="timed out"):
+        download_model("124M", str(tmp_path), files=["checkpoint"], base_url=server.url,
+                       progress=False, retries=1, timeout=0.3)
+    assert time.monotonic() - start < 5
+    assert final_files(tmp_path / "124M") == []
+
+
+def test_rerun_skips_complete_files(server, tmp_path):
+    download_model("124M", str(tmp_path), base_url=server.url, progress=False)
+    server.requests.clear()
+    download_model("124M", str(tmp_path), base_url=server.url, progress=False)
+    assert server.requests == []
+
+
+def test_names_are_checked_before_anything_happens(server, tmp_path):
+    for bad in ["../x", "a/b", "/abs", "..", "", "124m", "2B"]:
+        with pytest.raises(DownloadError, match="model"):
+            download_model(bad, str(tmp_path / "m"), base_url=server.url, progress=False)
+    with pytest.raises(DownloadError, match="unknown model file"):
+        download_model("124M", str(tmp_path / "m"), files=["../../etc/passwd"], base_url=server.url)
+    assert server.requests == [] and not (tmp_path / "m").exists()
+
+
+def test_old_name_maps_to_new(server, tmp_path):
+    assert download_model("117M", str(tmp_path), files=["hparams.json"], base_url=server.url,
+                          progress=False) == str(tmp_path / "124M")
+    assert server.requests[0][0] == "/124M/hparams.json"
+
+
+def test_environment_variable_sets_base_url(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT2_MODELS_URL", server.url)
+    download_model("124M", str(tmp_path), files=["vocab.bpe"], progress=False)
+    assert (tmp_path / "124M" / "vocab.bpe").exists()
+
+
+def test_offline_is_one_clear_line(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(DownloadError, match="cannot reach 127.0.0.1.*offline") as e:
+        download_model("124M", str(tmp_path), files=["vocab.bpe"], base_url=f"http://127.0.0.1:{port}",
+                       progress=False, retries=0)
+    assert "\n" not in str(e.value)
+
+
+def test_dataset_names_and_splits(server, tmp_path):
+    for name in ("webtext", "small-117M-k40"):
+        for split in ("valid", "test"):
+            server.files[f"/{name}.{split}.jsonl"] = f'{{"id": 0, "text": "{name} {split}"}}\n'.encode()
+    paths = download_dataset("webtext,small-117M-k40", ["valid", "test"], str(tmp_path),
+                             base_url=server.url, progress=False)
+    assert [Path(p).name for p in paths] == ["webtext.valid.jsonl", "webtext.test.jsonl",
+                                             "small-117M-k40.valid.jsonl", "small-117M-k40.test.jsonl"]
+    assert Path(paths[3]).read_text() == '{"id": 0, "text": "small-117M-k40 test"}\n'
+    with pytest.raises(DownloadError, match="unknown dataset 'gpt5'"):
+        download_dataset("gpt5", "valid", str(tmp_path), base_url=server.url)
+    with pytest.raises(DownloadError, match="unknown split 'dev'"):
+        download_dataset("webtext", "dev", str(tmp_path), base_url=server.url)
+    assert len(download.DATASETS) == 13
+
+
+def run_script(name: str, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_scripts(server, tmp_path):
+    p = run_script("download_model", "124M", "--models_dir", tmp_path, "--base_url", server.url)
+    assert p.returncode == 0, p.stderr
+    assert final_files(tmp_path / "124M") == sorted(MODEL_FILES)
+    for bad in ("../evil", "999M"):
+        p = run_script("download_model", bad, "--models_dir", tmp_path / "x", "--base_url", server.url)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+        assert not (tmp_path / "x").exists()
+    server.files["/webtext.test.jsonl"] = b'{"text": "hi"}\n'
+    p = run_script("download_dataset", "webtext", "test", "--data_dir", tmp_path / "d", "--base_url", server.url)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "d" / "webtext.test.jsonl").read_bytes() == b'{"text": "hi"}\n'
+    p = run_script("download_dataset", "webtext", "dev", "--data_dir", tmp_path / "d", "--base_url", server.url)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: unknown split 'dev': choose from train, valid, test"]
