@@ -126,7 +126,7 @@ def test_404_fails_at_once_and_leaves_nothing(server, tmp_path):
         download_model("124M", str(tmp_path), files=["vocab.bpe"], base_url=server.url, progress=False)
     assert "\n" not in str(e.value)
     assert len([r for r in server.requests if r[0] == "/124M/vocab.bpe"]) == 1  # no retries
-    assert list((tmp_path / "124M").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # not even the model folder
 
 
 def test_500_is_retried(server, tmp_path):
@@ -187,9 +187,10 @@ def test_offline_is_one_clear_line(tmp_path):
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
     with pytest.raises(DownloadError, match="cannot reach 127.0.0.1.*offline") as e:
-        download_model("124M", str(tmp_path), files=["vocab.bpe"], base_url=f"http://127.0.0.1:{port}",
-                       progress=False, retries=0)
-    assert "\n" not in str(e.value)
+        download_model("124M", str(tmp_path / "models"), files=["vocab.bpe"],
+                       base_url=f"http://127.0.0.1:{port}", progress=False, retries=0)
+    assert "\n" not in str(e.value) and "after 1 try" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dataset_names_and_splits(server, tmp_path):

@@ -16,6 +16,7 @@ and ``GPT2_DATASET_URL`` (tests point them at a local server).
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -77,10 +78,25 @@ def download_model(model_name: str, models_dir: str = "models", *, files: Sequen
         raise DownloadError(f"unknown model file {bad[0]!r}: the files are {', '.join(MODEL_FILES)}")
     base = (base_url or os.environ.get("GPT2_MODELS_URL") or MODELS_URL).rstrip("/")
     target = os.path.join(models_dir, name)
-    for f in files:
-        fetch(f"{base}/{name}/{f}", os.path.join(target, f), progress=progress, retries=retries,
-              timeout=timeout)
+    with _removed_if_empty_on_error([models_dir, target]):
+        for f in files:
+            fetch(f"{base}/{name}/{f}", os.path.join(target, f), progress=progress, retries=retries,
+                  timeout=timeout)
     return target
+
+
+@contextlib.contextmanager
+def _removed_if_empty_on_error(folders: Sequence[str]):
+    """On an error, remove those of ``folders`` (outermost first) that did not exist before and are
+    still empty, so a failed download leaves no trace but resumable ``.part`` files."""
+    new = [d for d in folders if not os.path.exists(d)]
+    try:
+        yield
+    except BaseException:
+        for d in reversed(new):
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+        raise
 
 
 def _choose(values: Union[None, str, Iterable[str]], allowed: Sequence[str], what: str) -> List[str]:
@@ -107,11 +123,12 @@ def download_dataset(names: Union[None, str, Iterable[str]] = None,
     names_, splits_ = _choose(names, DATASETS, "dataset"), _choose(splits, SPLITS, "split")
     base = (base_url or os.environ.get("GPT2_DATASET_URL") or DATASET_URL).rstrip("/")
     paths = []
-    for n in names_:
-        for s in splits_:
-            path = os.path.join(data_dir, f"{n}.{s}.jsonl")
-            fetch(f"{base}/{n}.{s}.jsonl", path, progress=progress, retries=retries, timeout=timeout)
-            paths.append(path)
+    with _removed_if_empty_on_error([data_dir]):
+        for n in names_:
+            for s in splits_:
+                path = os.path.join(data_dir, f"{n}.{s}.jsonl")
+                fetch(f"{base}/{n}.{s}.jsonl", path, progress=progress, retries=retries, timeout=timeout)
+                paths.append(path)
     return paths
 
 
@@ -131,7 +148,8 @@ def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeo
             return True
         except _Retry as e:
             if attempt == retries:
-                raise DownloadError(f"{url}: {e} (gave up after {retries + 1} tries)") from None
+                tries = "1 try" if retries == 0 else f"{retries + 1} tries"
+                raise DownloadError(f"{url}: {e} (gave up after {tries})") from None
             time.sleep(BACKOFF * 2 ** attempt)
     raise AssertionError("unreachable")
 
