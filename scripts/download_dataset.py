@@ -4,9 +4,14 @@
     download_dataset                                   # everything: 13 sets x 3 splits
     download_dataset webtext,small-117M valid,test --data_dir data
 """
+import os
 import sys
 
-from gpt2_common import cli
+_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if __name__ == "__main__" and os.path.isdir(os.path.join(_SRC, "gpt2_common")):
+    sys.path.insert(0, _SRC)  # run from a checkout: use that checkout's code, not an install
+
+from gpt2_common import cli  # noqa: E402
 
 
 def download_dataset(names=None, splits=None, data_dir='data', base_url=None, retries=3):

@@ -4,9 +4,14 @@
     download_model 124M                     # -> models/124M/{checkpoint, encoder.json, ...}
     python scripts/download_model.py 355M --models_dir /data/models
 """
+import os
 import sys
 
-from gpt2_common import cli
+_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if __name__ == "__main__" and os.path.isdir(os.path.join(_SRC, "gpt2_common")):
+    sys.path.insert(0, _SRC)  # run from a checkout: use that checkout's code, not an install
+
+from gpt2_common import cli  # noqa: E402
 
 
 def download_model(model_name, models_dir='models', base_url=None, retries=3):

@@ -30,7 +30,7 @@ OFFLINE = "http://127.0.0.1:1"  # refused at once: the tests never touch the net
 def run_cli(script, *args, stdin=None, cwd=None, env=None, timeout=180):
     """Run a script as a user would; returns the CompletedProcess (text mode)."""
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-                    TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODEL_BASE_URL=OFFLINE, PYTHONIOENCODING="utf-8")
+                    TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODELS_URL=OFFLINE, PYTHONIOENCODING="utf-8")
     full_env.update(env or {})
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *map(str, args)],
                        input=None if stdin is None else stdin.encode("utf-8"), capture_output=True,

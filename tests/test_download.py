@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Server:
     """Serves ``files`` (url path -> bytes). ``behave[path]`` is a list of one-shot behaviours
-    consumed per request ("drop", "404", "500", "stall", "norange"); ``requests`` logs
-    ``(path, Range header)``."""
+    consumed per request ("drop", "404", "500", "stall", "stallbody", "norange"); ``always[path]``
+    is the behaviour once those are used up; ``requests`` logs ``(path, Range header)``."""
 
     def __init__(self) -> None:
         self.files: dict = {}
@@ -63,6 +63,9 @@ class Server:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
+                if how == "stallbody":  # headers at once, then nothing
+                    self.wfile.flush()
+                    time.sleep(1.5)
                 if how == "drop":  # announce everything, send half, hang up
                     self.wfile.write(body[start:start + (len(body) - start) // 2])
                     self.wfile.flush()
@@ -73,7 +76,7 @@ class Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -106,11 +109,22 @@ def test_resumes_after_dropped_connection(server, tmp_path):
     path = "/124M/model.ckpt.data-00000-of-00001"
     server.behave[path] = ["drop"]
     download_model("124M", str(tmp_path), files=["model.ckpt.data-00000-of-00001"], base_url=server.url,
-                   progress=False)
+                   progress=True)  # the bar goes to (captured) stderr
     got = (tmp_path / "124M" / "model.ckpt.data-00000-of-00001").read_bytes()
     assert got == server.files[path]
     ranges = [r for p, r in server.requests if p == path]
     assert ranges[0] is None and ranges[1] == f"bytes={len(server.files[path]) // 2}-"
+    assert final_files(tmp_path / "124M") == ["model.ckpt.data-00000-of-00001"]  # no .part left
+
+
+def test_part_already_complete_answered_416(server, tmp_path):
+    path = "/124M/encoder.json"
+    (tmp_path / "124M").mkdir()
+    (tmp_path / "124M" / "encoder.json.part").write_bytes(server.files[path])
+    download_model("124M", str(tmp_path), files=["encoder.json"], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / "encoder.json").read_bytes() == server.files[path]
+    assert server.requests == [(path, f"bytes={len(server.files[path])}-")]
+    assert not (tmp_path / "124M" / "encoder.json.part").exists()
 
 
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
@@ -143,12 +157,13 @@ def test_persistent_500_gives_up(server, tmp_path):
     assert final_files(tmp_path / "124M") == []
 
 
-def test_stalled_server_times_out(server, tmp_path):
-    server.always["/124M/checkpoint"] = "stall"
+@pytest.mark.parametrize("how", ["stall", "stallbody"])
+def test_stalled_server_times_out(server, tmp_path, how):
+    server.always["/124M/checkpoint"] = how
     start = time.monotonic()
     with pytest.raises(DownloadError, match="timed out"):
         download_model("124M", str(tmp_path), files=["checkpoint"], base_url=server.url,
-                       progress=False, retries=1, timeout=0.3)
+                       progress=False, retries=1, timeout=0.5)
     assert time.monotonic() - start < 5
     assert final_files(tmp_path / "124M") == []
 
@@ -166,7 +181,14 @@ def test_names_are_checked_before_anything_happens(server, tmp_path):
             download_model(bad, str(tmp_path / "m"), base_url=server.url, progress=False)
     with pytest.raises(DownloadError, match="unknown model file"):
         download_model("124M", str(tmp_path / "m"), files=["../../etc/passwd"], base_url=server.url)
+    with pytest.raises(DownloadError, match="invalid base URL"):
+        download_model("124M", str(tmp_path / "m"), base_url="ftp.example.com/models")
     assert server.requests == [] and not (tmp_path / "m").exists()
+
+
+def test_files_may_be_one_name(server, tmp_path):
+    download_model("124M", str(tmp_path), files="vocab.bpe", base_url=server.url, progress=False)
+    assert final_files(tmp_path / "124M") == ["vocab.bpe"]
 
 
 def test_old_name_maps_to_new(server, tmp_path):
@@ -179,13 +201,20 @@ def test_environment_variable_sets_base_url(server, tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2_MODELS_URL", server.url)
     download_model("124M", str(tmp_path), files=["vocab.bpe"], progress=False)
     assert (tmp_path / "124M" / "vocab.bpe").exists()
+    # the argument wins over the environment
+    monkeypatch.setenv("GPT2_MODELS_URL", "http://127.0.0.1:1/nothing-here")
+    download_model("124M", str(tmp_path), files=["hparams.json"], base_url=server.url + "/",
+                   progress=False)
+    assert server.requests[-1][0] == "/124M/hparams.json"
+    # the dataset has its own variable
+    server.files["/webtext.valid.jsonl"] = b"{}\n"
+    monkeypatch.setenv("GPT2_DATASET_URL", server.url)
+    assert download_dataset("webtext", "valid", str(tmp_path / "d"), progress=False) == [
+        os.path.join(str(tmp_path / "d"), "webtext.valid.jsonl")]
 
 
 def test_offline_is_one_clear_line(tmp_path):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
+    port = closed_port()
     with pytest.raises(DownloadError, match="cannot reach 127.0.0.1.*offline") as e:
         download_model("124M", str(tmp_path / "models"), files=["vocab.bpe"],
                        base_url=f"http://127.0.0.1:{port}", progress=False, retries=0)
@@ -202,17 +231,48 @@ def test_dataset_names_and_splits(server, tmp_path):
     assert [Path(p).name for p in paths] == ["webtext.valid.jsonl", "webtext.test.jsonl",
                                              "small-117M-k40.valid.jsonl", "small-117M-k40.test.jsonl"]
     assert Path(paths[3]).read_text() == '{"id": 0, "text": "small-117M-k40 test"}\n'
-    with pytest.raises(DownloadError, match="unknown dataset 'gpt5'"):
-        download_dataset("gpt5", "valid", str(tmp_path), base_url=server.url)
-    with pytest.raises(DownloadError, match="unknown split 'dev'"):
-        download_dataset("webtext", "dev", str(tmp_path), base_url=server.url)
-    assert len(download.DATASETS) == 13
+    assert [p for p, _ in server.requests] == ["/webtext.valid.jsonl", "/webtext.test.jsonl",
+                                               "/small-117M-k40.valid.jsonl", "/small-117M-k40.test.jsonl"]
+    server.requests.clear()
+    with pytest.raises(DownloadError, match="unknown dataset 'gpt5': choose from webtext, small-117M"):
+        download_dataset("gpt5", "valid", str(tmp_path / "x"), base_url=server.url)
+    with pytest.raises(DownloadError, match="unknown split 'dev': choose from train, valid, test"):
+        download_dataset("webtext", "dev", str(tmp_path / "x"), base_url=server.url)
+    with pytest.raises(DownloadError, match="HTTP 404"):  # not served
+        download_dataset(["webtext"], ["train"], str(tmp_path / "x"), base_url=server.url, progress=False)
+    assert not (tmp_path / "x").exists()
+    assert server.requests == [("/webtext.train.jsonl", None)]
 
 
-def run_script(name: str, *args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+def test_dataset_defaults_to_everything(server, tmp_path):
+    assert len(download.DATASETS) == 13 and "xl-1542M-nucleus" in download.DATASETS
+    for name in download.DATASETS:
+        for split in download.SPLITS:
+            server.files[f"/{name}.{split}.jsonl"] = f"{name}.{split}\n".encode()
+    paths = download_dataset(data_dir=str(tmp_path), base_url=server.url, progress=False)
+    assert len(paths) == 39 and len(server.requests) == 39
+    for p in paths:
+        assert Path(p).read_bytes() == server.files["/" + Path(p).name]
+    server.requests.clear()
+    assert download_dataset(None, "test", str(tmp_path), base_url=server.url, progress=False) == \
+        [os.path.join(str(tmp_path), f"{n}.test.jsonl") for n in download.DATASETS]
+    assert server.requests == []  # all there already
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    return port
+
+
+def run_script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
+    """``python scripts/<name>.py ...`` as a user runs it: no PYTHONPATH, no download env vars."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "GPT2_MODELS_URL", "GPT2_DATASET_URL")}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
 def test_cli_scripts(server, tmp_path):
@@ -224,10 +284,34 @@ def test_cli_scripts(server, tmp_path):
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), p.stderr
         assert not (tmp_path / "x").exists()
-    server.files["/webtext.test.jsonl"] = b'{"text": "hi"}\n'
+    for name in ("webtext", "xl-1542M-k40"):
+        for split in ("valid", "test"):
+            server.files[f"/{name}.{split}.jsonl"] = f'{{"text": "{name}"}}\n'.encode()
     p = run_script("download_dataset", "webtext", "test", "--data_dir", tmp_path / "d", "--base_url", server.url)
     assert p.returncode == 0, p.stderr
-    assert (tmp_path / "d" / "webtext.test.jsonl").read_bytes() == b'{"text": "hi"}\n'
+    assert sorted(os.listdir(tmp_path / "d")) == ["webtext.test.jsonl"]
+    assert (tmp_path / "d" / "webtext.test.jsonl").read_bytes() == b'{"text": "webtext"}\n'
+    # fire reads a,b as a tuple
+    p = run_script("download_dataset", "webtext,xl-1542M-k40", "valid,test", "--data_dir", tmp_path / "e",
+                   "--base_url", server.url)
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(tmp_path / "e")) == ["webtext.test.jsonl", "webtext.valid.jsonl",
+                                                  "xl-1542M-k40.test.jsonl", "xl-1542M-k40.valid.jsonl"]
     p = run_script("download_dataset", "webtext", "dev", "--data_dir", tmp_path / "d", "--base_url", server.url)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "error: unknown split 'dev': choose from train, valid, test"]
+    assert sorted(os.listdir(tmp_path / "d")) == ["webtext.test.jsonl"]
+
+
+def test_cli_offline_and_bad_flags(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}"
+    p = run_script("download_model", "355M", "--base_url", url, "--retries", 0, cwd=tmp_path)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: cannot reach 127.0.0.1:") and lines[0].endswith("are you offline?")
+    p = run_script("download_dataset", "webtext", "valid", "--base_url", url, "--retries", 0, cwd=tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = run_script("download_model", "124M", "--retries", -1, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: retries must be an integer >= 0, got -1"]
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even models/ or data/

@@ -70,7 +70,7 @@ def write_jsonl(path: Path, texts, extra=True) -> Path:
 
 def run_script(script, *args, stdin=None, timeout=180):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-               TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODEL_BASE_URL=OFFLINE, PYTHONIOENCODING="utf-8")
+               TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODELS_URL=OFFLINE, PYTHONIOENCODING="utf-8")
     return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *map(str, args)],
                           input=stdin, capture_output=True, text=True, encoding="utf-8", env=env,
                           timeout=timeout)

@@ -3,20 +3,28 @@
     download_model("124M", "models")                  # models/124M/{checkpoint, encoder.json, ...}
     download_dataset(["webtext", "small-117M"], "valid", "data")   # data/<name>.valid.jsonl
 
-What the original ``download_model.py`` lacked, every file here gets: names are checked before
-anything is fetched (nothing can land outside ``models_dir``/``data_dir``); an HTTP error status
-is an error (an error page is never saved); connection errors, time-outs, 5xx answers and bodies
-cut short are retried with exponential backoff, resuming with an HTTP ``Range`` request; data is
-written to ``<file>.part`` and renamed to its final name only when complete (so a final name
-always means a complete file, and a re-run skips it; a ``.part`` left by an interrupted run is
-resumed); a tqdm progress bar per file; one clear line when the host cannot be reached.
+What the original ``download_model.py`` lacked, every file here gets:
+
+* names are checked before anything is fetched or created (nothing can land outside
+  ``models_dir``/``data_dir``);
+* an HTTP error status is an error naming the URL and status (an error page is never saved);
+  404 and other 4xx fail at once;
+* connection errors, time-outs (``timeout`` seconds per socket operation, so a stalled server is
+  noticed), 5xx answers and bodies shorter than announced are retried with exponential backoff
+  (:data:`BACKOFF` seconds, doubling), resuming with an HTTP ``Range`` request;
+* data is written to ``<file>.part`` and renamed (``os.replace``) to its final name only when it
+  is complete and its size matches what the server announced. So a final name always means a
+  complete file: a re-run skips files that exist without asking the server. A ``.part`` file may
+  remain after a failure or Ctrl-C; the next run resumes it;
+* a tqdm progress bar per file (on stderr), and one clear line when the host cannot be reached.
 
 The base URLs can be overridden by argument or by the environment variables ``GPT2_MODELS_URL``
-and ``GPT2_DATASET_URL`` (tests point them at a local server).
+and ``GPT2_DATASET_URL``; the argument wins.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import os
 import socket
@@ -24,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 MODELS_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 DATASET_URL = "https://openaipublic.blob.core.windows.net/gpt-2/output-dataset/v1"
@@ -35,14 +43,14 @@ MODEL_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00
                "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 
 DATASETS = ("webtext",
-            "small-117M", "small-117M-k40", "small-117M-nucleus",
-            "medium-345M", "medium-345M-k40", "medium-345M-nucleus",
-            "large-762M", "large-762M-k40", "large-762M-nucleus",
-            "xl-1542M", "xl-1542M-k40", "xl-1542M-nucleus")
+            "small-117M", "small-117M-k40", "medium-345M", "medium-345M-k40",
+            "large-762M", "large-762M-k40", "xl-1542M", "xl-1542M-k40",
+            "small-117M-nucleus", "medium-345M-nucleus", "large-762M-nucleus", "xl-1542M-nucleus")
 SPLITS = ("train", "valid", "test")
 
-BACKOFF = 1.0  # seconds before the first retry; doubles after each failed try
+BACKOFF = 1.0  # seconds before the first retry; doubles after each failed try (tests lower it)
 CHUNK = 1 << 20
+_OFFLINE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 
 
 class DownloadError(Exception):
@@ -52,16 +60,22 @@ class DownloadError(Exception):
 class _Retry(Exception):
     """A failure worth another try (connection, time-out, 5xx, short body)."""
 
+    def __init__(self, message: str, offline: Optional[tuple] = None) -> None:
+        super().__init__(message)
+        self.offline = offline  # (host, reason) when the host could not be reached at all
+
 
 def canonical_name(name: object) -> str:
     """The released model's current name for ``name`` (``117M`` -> ``124M``), or :class:`DownloadError`."""
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+    seps = {"/", "\\", os.sep, os.altsep} - {None}
+    if not isinstance(name, str) or not name or any(s in name for s in seps) or "\0" in name \
+            or name in (".", ".."):
         raise DownloadError(f"invalid model name {name!r}: use one of {', '.join(MODEL_NAMES)}")
-    name = ALIASES.get(name, name)
-    if name not in MODEL_NAMES:
+    new = ALIASES.get(name, name)
+    if new not in MODEL_NAMES:
         raise DownloadError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)} "
                             f"(or the old names {', '.join(ALIASES)})")
-    return name
+    return new
 
 
 def download_model(model_name: str, models_dir: str = "models", *, files: Sequence[str] = MODEL_FILES,
@@ -69,14 +83,18 @@ def download_model(model_name: str, models_dir: str = "models", *, files: Sequen
                    timeout: float = 30.0) -> str:
     """Download a released model's files into ``models_dir/<name>``; returns that folder.
 
-    ``files`` picks a subset of :data:`MODEL_FILES` (e.g. just the vocabulary). Files already there
-    are skipped. ``retries`` extra tries per file, ``timeout`` seconds per network read.
+    ``model_name`` is 124M, 355M, 774M or 1558M (117M and 345M mean 124M and 355M and are saved
+    under the new name). ``files`` picks a subset of :data:`MODEL_FILES` (e.g. the vocabulary).
+    Files already there are skipped. ``retries``: extra tries per file; ``timeout``: seconds per
+    network operation. Raises :class:`DownloadError`; folders it created stay only if they hold
+    a resumable ``.part`` file.
     """
     name = canonical_name(model_name)
+    files = (files,) if isinstance(files, str) else tuple(files)
     bad = [f for f in files if f not in MODEL_FILES]
     if bad:
         raise DownloadError(f"unknown model file {bad[0]!r}: the files are {', '.join(MODEL_FILES)}")
-    base = (base_url or os.environ.get("GPT2_MODELS_URL") or MODELS_URL).rstrip("/")
+    base = _base_url(base_url, ("GPT2_MODELS_URL",), MODELS_URL)
     target = os.path.join(models_dir, name)
     with _removed_if_empty_on_error([models_dir, target]):
         for f in files:
@@ -85,18 +103,35 @@ def download_model(model_name: str, models_dir: str = "models", *, files: Sequen
     return target
 
 
-@contextlib.contextmanager
-def _removed_if_empty_on_error(folders: Sequence[str]):
-    """On an error, remove those of ``folders`` (outermost first) that did not exist before and are
-    still empty, so a failed download leaves no trace but resumable ``.part`` files."""
-    new = [d for d in folders if not os.path.exists(d)]
-    try:
-        yield
-    except BaseException:
-        for d in reversed(new):
-            if os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-        raise
+def download_dataset(names: Union[None, str, Iterable[str]] = None,
+                     splits: Union[None, str, Iterable[str]] = None, data_dir: str = "data", *,
+                     base_url: Optional[str] = None, progress: bool = True, retries: int = 3,
+                     timeout: float = 30.0) -> List[str]:
+    """Download ``<name>.<split>.jsonl`` of the gpt-2-output-dataset into ``data_dir``.
+
+    ``names`` (default: all of :data:`DATASETS`) and ``splits`` (default: all of :data:`SPLITS`)
+    may be lists or comma-separated strings. Returns the paths, names outer, splits inner.
+    Files already there are skipped; otherwise as :func:`download_model`.
+    """
+    names_, splits_ = _choose(names, DATASETS, "dataset"), _choose(splits, SPLITS, "split")
+    base = _base_url(base_url, ("GPT2_DATASET_URL",), DATASET_URL)
+    paths = []
+    with _removed_if_empty_on_error([data_dir]):
+        for n in names_:
+            for s in splits_:
+                path = os.path.join(data_dir, f"{n}.{s}.jsonl")
+                fetch(f"{base}/{n}.{s}.jsonl", path, progress=progress, retries=retries, timeout=timeout)
+                paths.append(path)
+    return paths
+
+
+def _base_url(given: Optional[str], env: Sequence[str], default: str) -> str:
+    """The argument, else the first environment variable set, else ``default``; http(s) only."""
+    base = given or next((os.environ[v] for v in env if os.environ.get(v)), default)
+    if not isinstance(base, str) or urllib.parse.urlsplit(base).scheme not in ("http", "https") \
+            or not urllib.parse.urlsplit(base).netloc:
+        raise DownloadError(f"invalid base URL {base!r}: give one starting with http:// or https://")
+    return base.rstrip("/")
 
 
 def _choose(values: Union[None, str, Iterable[str]], allowed: Sequence[str], what: str) -> List[str]:
@@ -111,46 +146,50 @@ def _choose(values: Union[None, str, Iterable[str]], allowed: Sequence[str], wha
     return chosen
 
 
-def download_dataset(names: Union[None, str, Iterable[str]] = None,
-                     splits: Union[None, str, Iterable[str]] = None, data_dir: str = "data", *,
-                     base_url: Optional[str] = None, progress: bool = True, retries: int = 3,
-                     timeout: float = 30.0) -> List[str]:
-    """Download ``<name>.<split>.jsonl`` of the gpt-2-output-dataset into ``data_dir``.
-
-    ``names`` (default: all of :data:`DATASETS`) and ``splits`` (default: all of :data:`SPLITS`)
-    may be lists or comma-separated strings. Returns the paths, in order.
-    """
-    names_, splits_ = _choose(names, DATASETS, "dataset"), _choose(splits, SPLITS, "split")
-    base = (base_url or os.environ.get("GPT2_DATASET_URL") or DATASET_URL).rstrip("/")
-    paths = []
-    with _removed_if_empty_on_error([data_dir]):
-        for n in names_:
-            for s in splits_:
-                path = os.path.join(data_dir, f"{n}.{s}.jsonl")
-                fetch(f"{base}/{n}.{s}.jsonl", path, progress=progress, retries=retries, timeout=timeout)
-                paths.append(path)
-    return paths
+@contextlib.contextmanager
+def _removed_if_empty_on_error(folders: Sequence[str]) -> Iterator[None]:
+    """On an error, remove those of ``folders`` that did not exist before and are still empty."""
+    new = [d for d in folders if not os.path.exists(d)]
+    try:
+        yield
+    except BaseException:
+        for d in reversed(new):  # innermost first
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # fails (and stays) if not empty
+        raise
 
 
 def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeout: float = 30.0) -> bool:
     """Download ``url`` to ``dest`` (via ``dest + ".part"``); False if ``dest`` already existed.
 
-    Raises :class:`DownloadError` on an HTTP error status or after ``retries`` failed retries.
+    Raises :class:`DownloadError` on an HTTP error status, a file that cannot be written, or
+    when ``retries`` retries of a transient failure have failed as well.
     """
     if os.path.isfile(dest):
-        return False
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        return False  # only ever produced by the rename below, so it is complete
     part = dest + ".part"
-    for attempt in range(retries + 1):
+    try:
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"cannot create the folder of {dest}: {e.strerror or e}") from None
+    tries = max(0, int(retries)) + 1
+    for attempt in range(tries):
         try:
             _fetch_once(url, part, progress, timeout)
             os.replace(part, dest)
             return True
         except _Retry as e:
-            if attempt == retries:
-                tries = "1 try" if retries == 0 else f"{retries + 1} tries"
-                raise DownloadError(f"{url}: {e} (gave up after {tries})") from None
-            time.sleep(BACKOFF * 2 ** attempt)
+            if attempt + 1 < tries:
+                time.sleep(BACKOFF * 2 ** attempt)
+                continue
+            gave_up = "1 try" if tries == 1 else f"{tries} tries"
+            if e.offline:
+                host, reason = e.offline
+                raise DownloadError(f"cannot reach {host} ({reason}; gave up after {gave_up}): "
+                                    "are you offline?") from None
+            raise DownloadError(f"{url}: {e} (gave up after {gave_up})") from None
+        except OSError as e:  # the disk, not the network: writing, renaming
+            raise DownloadError(f"cannot write {part}: {e.strerror or e}") from None
     raise AssertionError("unreachable")
 
 
@@ -163,73 +202,71 @@ def _fetch_once(url: str, part: str, progress: bool, timeout: float) -> None:
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
+        e.close()
         if e.code == 416 and have:  # nothing left to send: the part may be complete already
-            total = _total_from_content_range(e.headers.get("Content-Range", ""))
-            if total == have:
+            if _content_range(e.headers.get("Content-Range", ""))[1] == have:
                 return
             os.remove(part)
             raise _Retry("server refused to resume; starting again") from None
         if e.code >= 500 or e.code in (408, 429):
             raise _Retry(f"HTTP {e.code} {e.reason}") from None
-        if os.path.isfile(part):
+        with contextlib.suppress(OSError):
             os.remove(part)
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            raise _Retry("timed out") from None
-        host = urllib.parse.urlsplit(url).netloc
-        raise _Retry(f"cannot reach {host} ({reason}): are you offline?") from None
-    except (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-        raise _Retry(f"{type(e).__name__}: {e}") from None
+        raise _network_error(url, e.reason) from None
+    except (OSError, http.client.HTTPException) as e:
+        raise _network_error(url, e) from None
 
     with resp:
         if resp.status == 206:
-            start = _start_from_content_range(resp.headers.get("Content-Range", ""))
+            start, total = _content_range(resp.headers.get("Content-Range", ""))
             if start != have:  # not the piece we asked for: start over
                 os.remove(part)
                 raise _Retry("server resumed at the wrong offset; starting again")
-            total = _total_from_content_range(resp.headers.get("Content-Range", ""))
             mode = "ab"
-        else:  # 200: the whole file (a server that ignores Range, or a fresh start)
+        else:  # 200: the whole file (a fresh start, or a server that ignores Range)
             have, mode = 0, "wb"
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        bar = _progress_bar(os.path.basename(part[:-5]), total, have, progress)
-        try:
-            with open(part, mode) as f:
-                while True:
+            length = resp.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+        bar = _progress_bar(os.path.basename(part[:-len(".part")]), total, have, progress)
+        with bar, open(part, mode) as f:
+            while True:
+                try:
                     chunk = resp.read(CHUNK)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        except (socket.timeout, TimeoutError):
-            raise _Retry("timed out") from None
-        except (ConnectionError, http.client.HTTPException, OSError) as e:
-            raise _Retry(f"connection lost ({type(e).__name__})") from None
-        finally:
-            bar.close()
+                except (OSError, http.client.HTTPException) as e:  # incl. time-outs, IncompleteRead
+                    raise _network_error(url, e) from None
+                if not chunk:
+                    break
+                f.write(chunk)
+                bar.update(len(chunk))
     got = os.path.getsize(part)
     if total is not None and got != total:
+        if got > total:  # cannot be resumed: start over
+            os.remove(part)
         raise _Retry(f"connection lost after {got} of {total} bytes")
 
 
-def _start_from_content_range(value: str) -> Optional[int]:
-    """``bytes 100-199/200`` -> 100."""
-    try:
-        return int(value.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
+def _network_error(url: str, reason: object) -> _Retry:
+    """A :class:`_Retry` that says what went wrong, flagged ``offline`` when no connection was made."""
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return _Retry("timed out")
+    host = urllib.parse.urlsplit(url).netloc
+    if isinstance(reason, socket.gaierror) or getattr(reason, "errno", None) in _OFFLINE_ERRNOS:
+        return _Retry(f"cannot reach {host} ({reason})", offline=(host, reason))
+    if isinstance(reason, (ConnectionError, http.client.HTTPException)):
+        return _Retry(f"connection lost ({type(reason).__name__})")
+    return _Retry(f"cannot reach {host} ({reason})")
 
 
-def _total_from_content_range(value: str) -> Optional[int]:
-    """``bytes 100-199/200`` or ``bytes */200`` -> 200."""
-    try:
-        total = value.rsplit("/", 1)[1]
-        return None if total == "*" else int(total)
-    except (IndexError, ValueError):
-        return None
+def _content_range(value: str) -> tuple:
+    """``bytes 100-199/200`` -> ``(100, 200)``; ``bytes */200`` -> ``(None, 200)``; None if unknown."""
+    start = total = None
+    with contextlib.suppress(IndexError, ValueError):
+        start = int(value.split()[1].split("-")[0])
+    with contextlib.suppress(IndexError, ValueError):
+        total = int(value.rsplit("/", 1)[1])
+    return start, total
 
 
 def _progress_bar(name: str, total: Optional[int], initial: int, enabled: bool):

@@ -12,13 +12,14 @@ Variables keep the checkpoint's names: ``model/h0/attn/c_attn/w``
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from gpt2_common.hparams import HParams
 
+Past = Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]  # one layer's: [B, 2, H, P, D], or (keys, values)
 MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf)
 LN_EPS = 1e-5
 
@@ -63,13 +64,17 @@ class Attention(tf.Module):
         B, T, E = tf.unstack(tf.shape(x))
         return tf.transpose(tf.reshape(x, [B, T, self.n_head, E // self.n_head]), [0, 2, 1, 3])
 
-    def __call__(self, x: tf.Tensor, past: Optional[tf.Tensor], mask: tf.Tensor):
+    def __call__(self, x: tf.Tensor, past: Optional[Past], mask: tf.Tensor):
         q, k, v = tf.split(self.c_attn(x), 3, axis=2)  # 3 x [B, T, E]
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
-        present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
-        if past is not None:
-            pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
-            k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
+        if isinstance(past, tuple):  # a decoding cache (keys, values) [B, H, P, D]: one copy per step
+            k, v = tf.concat([past[0], k], axis=-2), tf.concat([past[1], v], axis=-2)  # [B, H, S, D]
+            present = (k, v)
+        else:  # the original: present = this step's keys/values
+            present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
+            if past is not None:
+                pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
+                k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
         w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(v.shape[-1]))  # [B, H, T, S]
         w = tf.where(mask, w, tf.constant(MASK_VALUE, dtype=w.dtype))  # mask: [B or 1, 1, T, S]
         w = tf.cast(tf.nn.softmax(tf.cast(w, tf.float32), axis=-1), v.dtype)  # softmax in fp32
@@ -94,7 +99,7 @@ class Block(tf.Module):
         self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", dtype), Attention(hp, f"{name}/attn", dtype)
         self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", dtype), MLP(hp, f"{name}/mlp", dtype)
 
-    def __call__(self, x: tf.Tensor, past: Optional[tf.Tensor], mask: tf.Tensor):
+    def __call__(self, x: tf.Tensor, past: Optional[Past], mask: tf.Tensor):
         a, present = self.attn(self.ln_1(x), past, mask)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
@@ -131,13 +136,18 @@ class GPT2(tf.Module):
         self.h = [Block(hp, f"model/h{i}", dtype) for i in range(hp.n_layer)]
         self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", dtype)
 
-    def __call__(self, X: tf.Tensor, past: Optional[tf.Tensor] = None,
+    def __call__(self, X: tf.Tensor, past: Union[None, tf.Tensor, List[Tuple[tf.Tensor, tf.Tensor]]] = None,
                  attention_mask: Optional[tf.Tensor] = None, last_only: bool = False
-                 ) -> Dict[str, tf.Tensor]:
+                 ) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding);
-        ``last_only`` computes logits for the last position only (``[B, 1, V]``)."""
+        ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+
+        ``past`` may also be a decoding cache: a list of per-layer ``(keys, values)`` ``[B, H, P, D]``
+        (see :func:`split_cache`); ``present`` is then the same structure with S = P+T positions.
+        Same math; TensorFlow cannot write a tensor in place, and this way each step copies the
+        cache once instead of slicing, stacking and concatenating ``[B, L, 2, H, P, D]``."""
         B, T = tf.unstack(tf.shape(X))
-        P = 0 if past is None else tf.shape(past)[-2]
+        P = 0 if past is None else tf.shape(past[0][0] if isinstance(past, list) else past)[-2]
         mask = build_mask(T, P, attention_mask)
         # Gather from dense reads: a gather on the variable itself (ResourceGather) switches it to
         # copy-on-read, after which every read of wte (the LM head) copies all of it (~100 ms at 124M).
@@ -145,7 +155,7 @@ class GPT2(tf.Module):
         h = tf.gather(wte, X) + tf.gather(wpe, position_ids(T, P, attention_mask))  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
-            h, present = block(h, None if past is None else past[:, i], mask)
+            h, present = block(h, None if past is None else past[i] if isinstance(past, list) else past[:, i], mask)
             presents.append(present)
         h = self.ln_f(h)  # [B, T, E]
         if last_only:
@@ -153,7 +163,12 @@ class GPT2(tf.Module):
         # tied LM head, as a 2-D matmul: a 3-D one against wte^T copies the [V, E] matrix every call
         logits = tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
         logits = tf.reshape(logits, [B, -1, self.hparams.n_vocab])  # [B, T, V]
-        return {"logits": logits, "present": tf.stack(presents, axis=1)}
+        return {"logits": logits, "present": presents if isinstance(past, list) else tf.stack(presents, axis=1)}
+
+
+def split_cache(present: tf.Tensor) -> List[Tuple[tf.Tensor, tf.Tensor]]:
+    """``[B, L, 2, H, P, D]`` -> a decoding cache: per layer ``(keys, values)`` ``[B, H, P, D]``."""
+    return [(present[:, i, 0], present[:, i, 1]) for i in range(present.shape[1])]
 
 
 def checkpoint_name(var: tf.Variable) -> str:

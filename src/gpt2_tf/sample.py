@@ -17,7 +17,7 @@ from gpt2_common.hparams import load_hparams
 from gpt2_common.interface import GPT2Model, ModelError, sample_sequence  # noqa: F401 (re-export)
 from gpt2_common.weights import load_weights
 
-from .model import GPT2, from_weights
+from .model import GPT2, from_weights, split_cache
 
 DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 
@@ -52,7 +52,8 @@ class TFGPT2(GPT2Model):
         super().__init__(model_dir, hp, dev, dtype)
         self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype])
         tokens = tf.TensorSpec([None, None], tf.int32)
-        past = tf.TensorSpec([None, hp.n_layer, 2, hp.n_head, None, hp.head_dim], DTYPES[dtype])
+        kv = tf.TensorSpec([None, hp.n_head, None, hp.head_dim], DTYPES[dtype])
+        past = [(kv, kv)] * hp.n_layer  # the decoding cache: per layer (keys, values)
         self._full = tf.function(self._full_fn, input_signature=[tokens, tokens])
         self._prefill_fn = tf.function(self._prefill_step, input_signature=[tokens, tokens])
         self._decode_fn = tf.function(self._decode_step, input_signature=[tokens, past, tokens])
@@ -62,11 +63,11 @@ class TFGPT2(GPT2Model):
 
     def _prefill_step(self, X, mask):
         out = self.model(X, attention_mask=mask, last_only=True)
-        return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
+        return tf.cast(out["logits"][:, -1], tf.float32), split_cache(out["present"])
 
     def _decode_step(self, X, past, mask):
         out = self.model(X, past=past, attention_mask=mask, last_only=True)
-        return tf.cast(out["logits"][:, -1], tf.float32), tf.concat([past, out["present"]], axis=-2)
+        return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
 
     def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
         mask = np.ones_like(tokens) if mask is None else mask
