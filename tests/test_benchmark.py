@@ -36,7 +36,7 @@ def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
     model_dir = make_model_dir("tiny", vocab=True)
     png = tmp_path / "bench.png"
     args = ["--model_dir", model_dir, "--backends", "tf,torch", "--prefill", "8,16", "--decode_tokens", 4,
-            "--batch_sizes", "1,2", "--repeats", 1, "--vocab_dir", vocab_dir, "--json"]
+            "--batch_sizes", "1,2", "--repeats", 1, "--rounds", 2, "--vocab_dir", vocab_dir, "--json"]
     if installed("matplotlib"):
         args += ["--plot", png]
     p = run_benchmark(*args)
@@ -55,6 +55,7 @@ def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
     assert set(res["backends"]) == expected
     for name, row in res["backends"].items():
         assert positive(row["load_s"]) and positive(row["peak_rss_mb"]), name
+        assert row["rounds"] == 2, name  # interleaved rounds, best of each
         assert set(row["prefill"]) == {"8", "16"} and all(map(positive, row["prefill"].values())), name
         assert set(row["decode"]) == {"1", "2"}, name
         for stats in row["decode"].values():

@@ -11,8 +11,10 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +171,26 @@ def test_unconditional_numbering_across_batches(model, tmp_path):
     assert [n for n, _ in got] == [1, 2, 3]
     assert p.stdout.startswith("=" * 40 + " SAMPLE 1 " + "=" * 40 + "\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unconditional_forever_until_ctrl_c(model, tmp_path):
+    """nsamples=0 generates until interrupted; Ctrl-C (SIGINT) ends it with status 130, no traceback,
+    and the numbering runs on across batches."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+               TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODELS_URL=OFFLINE, PYTHONIOENCODING="utf-8")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / f"{UNCONDITIONAL}.py"), "--model_dir",
+                             str(model), "--nsamples", "0", "--batch_size", "2", "--length", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while seen.count(b" SAMPLE ") < 7 and time.monotonic() < deadline:
+        seen += proc.stdout.read1(4096)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    numbers = [int(n) for n in re.findall(rb" SAMPLE (\d+) ", seen + out)]
+    assert numbers[:7] == [1, 2, 3, 4, 5, 6, 7]
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and err.strip() == b""
 
 
 def test_unconditional_default_length_is_n_ctx_and_greedy_matches_tf(model, tmp_path, encoder):
