@@ -35,19 +35,20 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:], self.g, self.b, LN_EPS)  # biased variance, as TF
 
 
-def matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x [N, K] @ w [K, M]``. For a few rows on the CPU (decoding), the columns of ``w`` are split
-    into one block per thread and multiplied as a batch: the same math, but each thread streams its
-    own part of the weights. A plain ``mm`` there reads them at ~15 GB/s, the split at ~20 GB/s
-    (2 cores; see ``scripts/benchmark.py``). ``w`` may be a strided view, e.g. ``wte.t()``."""
+def matmul(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x [N, K] @ w [K, M] (+ b)``. For a few rows on the CPU (decoding), the columns of ``w`` are
+    split into one block per thread and multiplied as a batch: the same math, but each thread
+    streams its own part of the weights. A plain ``mm`` there reads them at ~15 GB/s, the split at
+    ~20 GB/s (2 cores; see ``scripts/benchmark.py``). ``w`` may be a strided view (``wte.t()``)."""
     n = torch.get_num_threads()
     K, M = w.shape
     m = M // n
     if x.device.type != "cpu" or x.shape[0] > 16 or n < 2 or m < 64:
-        return x @ w
+        return x @ w if b is None else torch.addmm(b, x, w)
     parts = w[:, :n * m].view(K, n, m).transpose(0, 1)  # [n, K, m] view, no copy
     y = torch.bmm(x.expand(n, *x.shape), parts).transpose(0, 1).reshape(x.shape[0], n * m)  # [N, n*m]
-    return y if n * m == M else torch.cat([y, x @ w[:, n * m:]], dim=1)
+    y = y if n * m == M else torch.cat([y, x @ w[:, n * m:]], dim=1)
+    return y if b is None else y + b
 
 
 class Conv1D(nn.Module):
@@ -59,7 +60,7 @@ class Conv1D(nn.Module):
         self.b = nn.Parameter(torch.zeros(nf))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., nx] -> [..., nf]
-        y = matmul(x.reshape(-1, x.shape[-1]), self.w) + self.b
+        y = matmul(x.reshape(-1, x.shape[-1]), self.w, self.b)
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
@@ -178,12 +179,13 @@ class GPT2(nn.Module):
         return {"logits": logits, "present": present}
 
 
-def new_cache(present: torch.Tensor, capacity: int) -> torch.Tensor:
-    """A cache buffer ``[B, L, 2, H, capacity, D]`` starting with ``present`` ``[B, L, 2, H, P, D]``."""
-    shape = list(present.shape)
-    shape[-2] = capacity
-    cache = present.new_empty(shape)
-    cache[..., :present.shape[-2], :] = present
+def new_cache(hp: HParams, B: int, capacity: int, like: torch.Tensor,
+              present: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """An (uninitialised) cache buffer ``[B, L, 2, H, capacity, D]`` with the dtype and device of
+    ``like``, starting with ``present`` ``[B, L, 2, H, P, D]`` if given."""
+    cache = like.new_empty((B, hp.n_layer, 2, hp.n_head, capacity, hp.head_dim))
+    if present is not None:
+        cache[..., :present.shape[-2], :] = present
     return cache
 
 

@@ -68,16 +68,18 @@ class TorchGPT2(GPT2Model):
 
     @torch.inference_mode()
     def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
-        out = self.model(self._tensor(tokens), attention_mask=self._tensor(mask), last_only=True)
-        P = tokens.shape[1]
-        cache = new_cache(out["present"], min(self.hparams.n_ctx, P + CACHE_STEP))
+        B, P = tokens.shape  # the prompt's keys/values go straight into a new cache buffer
+        cache = new_cache(self.hparams, B, min(self.hparams.n_ctx, P + CACHE_STEP), self.model.wte)
+        out = self.model(self._tensor(tokens), past=cache, attention_mask=self._tensor(mask),
+                         last_only=True, past_length=0)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P)
 
     @torch.inference_mode()
     def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
         cache, P = past
         if P + tokens.shape[1] > cache.shape[-2]:  # full: grow the buffer (rarely)
-            cache = new_cache(cache[..., :P, :], min(self.hparams.n_ctx, cache.shape[-2] + CACHE_STEP))
+            cache = new_cache(self.hparams, cache.shape[0], min(self.hparams.n_ctx, cache.shape[-2] + CACHE_STEP),
+                              cache, cache[..., :P, :])
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._tensor(mask),
                          last_only=True, past_length=P)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
