@@ -5,7 +5,8 @@ LayerNorm with eps 1e-5 and biased variance, GELU (tanh approximation), attentio
 1/sqrt(head_dim) with masked scores set to -1e10, LM head tied to ``wte``.
 
 Shapes: B batch, T new tokens, P past tokens, S = P + T, E n_embd, H n_head, D head_dim, V n_vocab,
-L n_layer. ``past``/``present`` are ``[B, L, 2, H, P, D]`` as in the original.
+L n_layer. ``past``/``present`` are ``[B, L, 2, H, P, D]`` as in the original (while decoding,
+a list of per-layer ``(keys, values)`` may stand in: TensorFlow cannot update a tensor in place).
 Variables keep the checkpoint's names: ``model/h0/attn/c_attn/w``
 (1x1-conv weights are stored as ``[in, out]``, the checkpoint's ``[1, in, out]`` squeezed).
 """

@@ -8,7 +8,7 @@ Mirrors ``gpt2_torch/sample.py``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +18,10 @@ from gpt2_common.interface import GPT2Model, ModelError, sample_sequence  # noqa
 from gpt2_common.weights import load_weights
 
 from .model import GPT2, from_weights, split_cache
+
+# The KV cache: per layer (keys, values) [B, H, P, D]; each decode step returns it one position
+# longer (TensorFlow cannot write a tensor in place; this copies it once per step).
+Cache = List[Tuple[tf.Tensor, tf.Tensor]]
 
 DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 
@@ -74,12 +78,12 @@ class TFGPT2(GPT2Model):
         with tf.device(self.device):
             return tf.cast(self._full(tokens, mask), tf.float32).numpy()
 
-    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, tf.Tensor]:
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
         with tf.device(self.device):
             logits, past = self._prefill_fn(tokens, mask)
         return logits.numpy(), past
 
-    def _decode(self, tokens: np.ndarray, past: tf.Tensor, mask: np.ndarray) -> Tuple[np.ndarray, tf.Tensor]:
+    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
         with tf.device(self.device):
             logits, past = self._decode_fn(tokens, past, mask)
         return logits.numpy(), past
