@@ -39,6 +39,7 @@ with a one-line message. No deep-learning framework is imported here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -292,7 +293,7 @@ def iter_jsonl(path: str, limit: Optional[int] = None, field: str = "text") -> I
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ResearchError(f"limit must be an integer >= 1, got {limit!r}")
     count = 0
-    try:
+    with _reading(path):
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if limit is not None and count >= limit:
@@ -307,12 +308,6 @@ def iter_jsonl(path: str, limit: Optional[int] = None, field: str = "text") -> I
                     raise ResearchError(f"{path}:{number}: expected a JSON object with a string {field!r} field")
                 count += 1
                 yield number, record
-    except FileNotFoundError:
-        raise ResearchError(f"file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise ResearchError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise ResearchError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def read_jsonl(path: str, limit: Optional[int] = None, field: str = "text") -> List[str]:
@@ -322,9 +317,15 @@ def read_jsonl(path: str, limit: Optional[int] = None, field: str = "text") -> L
 
 def read_text(path: str) -> str:
     """A whole UTF-8 text file (ResearchError if missing or unreadable)."""
+    with _reading(path), open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """Turn a failure to read ``path`` into a one-line :class:`ResearchError`."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        yield
     except FileNotFoundError:
         raise ResearchError(f"file not found: {path}") from None
     except UnicodeDecodeError:
