@@ -41,7 +41,6 @@ from gpt2_common.cli import UsageError
 DECODE_PROMPT = 32          # prompt tokens before timed decoding
 BANDWIDTH_BYTES = 512 << 20
 ENCODER_TEXT_BYTES = 300_000
-GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 TARGETS = {"torch_decode_vs_hf": 1.8, "tf_decode_vs_torch": 0.9, "decode_vs_limit": 0.75,
            "prefill_vs_hf": 1.0}
 
@@ -374,22 +373,6 @@ def synth_text(size: int = ENCODER_TEXT_BYTES) -> str:
     return "".join(parts)
 
 
-def tiktoken_encoding(vocab_dir: str):
-    """tiktoken's BPE from ``encoder.json``: ranks are the ids, token strings mapped back to bytes
-    through the inverse of GPT-2's ``bytes_to_unicode`` table (no network)."""
-    import tiktoken
-
-    # GPT-2's table: printable bytes stand for themselves, the others for chr(256), chr(257), ...
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    byte_of = {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
-    with open(os.path.join(vocab_dir, "encoder.json"), encoding="utf-8") as f:
-        vocab = _json.load(f)
-    special = {t: i for t, i in vocab.items() if t == "<|endoftext|>"}
-    ranks = {bytes(byte_of[ch] for ch in t): i for t, i in vocab.items() if t not in special}
-    return tiktoken.Encoding(name="gpt2-local", pat_str=GPT2_PAT, mergeable_ranks=ranks, special_tokens=special)
-
-
 def encoder_speeds(vocab_dir: Optional[str], repeats: int, notes: List[str]) -> Dict[str, float]:
     """Encode throughput (MB/s, warm caches, median of ``max(repeats, 2)`` passes) of
     ``gpt2_common.encoder`` and of tiktoken on the same text and vocabulary."""
@@ -398,15 +381,12 @@ def encoder_speeds(vocab_dir: Optional[str], repeats: int, notes: List[str]) -> 
         return {}
     text = synth_text()
     mb = len(text.encode("utf-8")) / 1e6
-    encoders: Dict[str, Callable[[str], List[int]]] = {}
-    try:
-        from gpt2_common.encoder import load_encoder
+    from gpt2_common.encoder import load_encoder
 
-        encoders["gpt2_common"] = load_encoder(vocab_dir).encode
-    except Exception as e:  # not written yet, or mid-edit: skip the row, say why
-        notes.append(f"gpt2_common encoder skipped: {e}")
+    ours = load_encoder(vocab_dir)
+    encoders: Dict[str, Callable[[str], List[int]]] = {"gpt2_common": ours.encode}
     if importlib.util.find_spec("tiktoken"):
-        encoders["tiktoken"] = tiktoken_encoding(vocab_dir).encode_ordinary
+        encoders["tiktoken"] = ours.tiktoken().encode_ordinary  # the same files, tiktoken's engine
     speeds, tokens = {}, {}
     for name, encode in encoders.items():
         log(f"encoder: {name} on {mb:.2f} MB")
@@ -470,7 +450,7 @@ def format_report(res: Dict[str, Any]) -> str:
     for B in res["batch_sizes"]:
         d = [rows[n]["decode"][str(B)] for n in names]
         table.append([f"decode b={B} (tok/s)", *[_fmt(x["tokens_per_s"]) for x in d]])
-        table.append([f"  p50 / p90 step (ms)", *[f"{x['p50_ms']:.1f} / {x['p90_ms']:.1f}" for x in d]])
+        table.append(["  p50 / p90 step (ms)", *[f"{x['p50_ms']:.1f} / {x['p90_ms']:.1f}" for x in d]])
     table.append(["peak RSS (MB)", *[_fmt(rows[n]["peak_rss_mb"], 0) for n in names]])
     if any("gpu_peak_mb" in rows[n] for n in names):
         table.append(["GPU peak (MB)", *[_fmt(rows[n].get("gpu_peak_mb"), 0) for n in names]])

@@ -2,7 +2,6 @@
 files, round trips, <|endoftext|> handling, error messages and the bounded cache."""
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import unicodedata
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import regex
 
-from gpt2_common.encoder import (ENDOFTEXT, EOT, PATTERN, Encoder, EncoderError, bytes_to_unicode,
+from gpt2_common.encoder import (ENDOFTEXT, EOT, Encoder, EncoderError, bytes_to_unicode,
                                  get_encoder, load_encoder)
 
 
@@ -23,11 +22,8 @@ def enc(vocab_dir) -> Encoder:
 @pytest.fixture(scope="module")
 def tk(enc):
     """tiktoken's encoder built from the same encoder.json (no network)."""
-    tiktoken = pytest.importorskip("tiktoken")
-    byte_of = {c: b for b, c in bytes_to_unicode().items()}
-    ranks = {bytes(byte_of[c] for c in s): i for s, i in enc.encoder.items() if s != ENDOFTEXT}
-    return tiktoken.Encoding(name="gpt2-from-files", pat_str=PATTERN, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: EOT})
+    pytest.importorskip("tiktoken")
+    return enc.tiktoken()
 
 
 CASES = {

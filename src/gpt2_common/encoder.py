@@ -95,6 +95,18 @@ class Encoder:
     def __len__(self) -> int:
         return len(self.encoder)
 
+    def tiktoken(self):
+        """``tiktoken``'s BPE engine over this vocabulary (ids as ranks, token strings mapped back to
+        bytes through :func:`bytes_to_unicode`, the same regex): an independent implementation to
+        check and time this one against. Needs the ``tiktoken`` package; no network."""
+        import tiktoken
+
+        byte_of = {c: b for b, c in bytes_to_unicode().items()}
+        ranks = {bytes(byte_of[c] for c in s): i for s, i in self.encoder.items() if s != ENDOFTEXT}
+        special = {ENDOFTEXT: self.encoder[ENDOFTEXT]} if ENDOFTEXT in self.encoder else {}
+        return tiktoken.Encoding(name="gpt2-from-files", pat_str=PATTERN, mergeable_ranks=ranks,
+                                 special_tokens=special)
+
     # -- BPE ------------------------------------------------------------------------------------
 
     def bpe(self, word: str) -> List[str]:
