@@ -109,9 +109,9 @@ class Block(tf.Module):
 
 def build_mask(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
     """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
-    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens; S = P+T)."""
+    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
     i = tf.range(T)[:, None]
-    j = tf.range(P + T if key_mask is None else tf.shape(key_mask)[1])[None, :]
+    j = tf.range(P + T)[None, :]
     mask = (i + P >= j)[None, None]  # [1, 1, T, S]
     if key_mask is not None:
         mask = mask & tf.cast(key_mask, tf.bool)[:, None, None, :]
@@ -123,7 +123,7 @@ def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
     if key_mask is None:
         return tf.range(P, P + T)[None]
     pos = tf.cumsum(tf.cast(key_mask, tf.int32), axis=-1) - 1  # [B, S]
-    return tf.maximum(pos[:, P:P + T], 0)  # [B, T]
+    return tf.maximum(pos[:, P:], 0)
 
 
 class GPT2(tf.Module):
@@ -144,7 +144,7 @@ class GPT2(tf.Module):
         ``last_only`` computes logits for the last position only (``[B, 1, V]``).
 
         ``past`` may also be a decoding cache: a list of per-layer ``(keys, values)`` ``[B, H, P, D]``
-        (see :func:`split_cache`); ``present`` is then the same structure with S = P+T positions.
+        (empty ones start a prompt); ``present`` is then the same structure with S = P+T positions.
         Same math; TensorFlow cannot write a tensor in place, and this way each step copies the
         cache once instead of slicing, stacking and concatenating ``[B, L, 2, H, P, D]``."""
         B, T = tf.unstack(tf.shape(X))
@@ -165,11 +165,6 @@ class GPT2(tf.Module):
         logits = tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
         logits = tf.reshape(logits, [B, -1, self.hparams.n_vocab])  # [B, T, V]
         return {"logits": logits, "present": presents if isinstance(past, list) else tf.stack(presents, axis=1)}
-
-
-def split_cache(present: tf.Tensor) -> List[Tuple[tf.Tensor, tf.Tensor]]:
-    """``[B, L, 2, H, P, D]`` -> a decoding cache: per layer ``(keys, values)`` ``[B, H, P, D]``."""
-    return [(present[:, i, 0], present[:, i, 1]) for i in range(present.shape[1])]
 
 
 def checkpoint_name(var: tf.Variable) -> str:

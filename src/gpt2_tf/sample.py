@@ -17,7 +17,7 @@ from gpt2_common.hparams import load_hparams
 from gpt2_common.interface import GPT2Model, ModelError, sample_sequence  # noqa: F401 (re-export)
 from gpt2_common.weights import load_weights
 
-from .model import GPT2, from_weights, split_cache
+from .model import GPT2, from_weights
 
 # The KV cache: per layer (keys, values) [B, H, P, D]; each decode step returns it one position
 # longer (TensorFlow cannot write a tensor in place; this copies it once per step).
@@ -66,8 +66,10 @@ class TFGPT2(GPT2Model):
         return self.model(X, attention_mask=mask)["logits"]
 
     def _prefill_step(self, X, mask):
-        out = self.model(X, attention_mask=mask, last_only=True)
-        return tf.cast(out["logits"][:, -1], tf.float32), split_cache(out["present"])
+        hp = self.hparams  # start from an empty cache: the prompt's keys/values come back per layer
+        empty = tf.zeros([tf.shape(X)[0], hp.n_head, 0, hp.head_dim], self.model.wte.dtype)
+        out = self.model(X, past=[(empty, empty)] * hp.n_layer, attention_mask=mask, last_only=True)
+        return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
 
     def _decode_step(self, X, past, mask):
         out = self.model(X, past=past, attention_mask=mask, last_only=True)

@@ -12,7 +12,6 @@ Parameters keep the checkpoint's names: ``h.0.attn.c_attn.w`` is ``model/h0/attn
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Mapping, Optional
 
 import numpy as np
@@ -125,9 +124,9 @@ class Block(nn.Module):
 
 def build_mask(T: int, P: int, key_mask: Optional[torch.Tensor], device) -> torch.Tensor:
     """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
-    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens; S = P+T)."""
+    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
     i = torch.arange(T, device=device)[:, None]
-    j = torch.arange(P + T if key_mask is None else key_mask.shape[1], device=device)[None, :]
+    j = torch.arange(P + T, device=device)[None, :]
     mask = (i + P >= j)[None, None]  # [1, 1, T, S]
     if key_mask is not None:
         mask = mask & key_mask.bool()[:, None, None, :]
@@ -139,7 +138,7 @@ def position_ids(T: int, P: int, key_mask: Optional[torch.Tensor], device) -> to
     if key_mask is None:
         return torch.arange(P, P + T, device=device)[None]
     pos = torch.cumsum(key_mask.long(), dim=-1) - 1  # [B, S]
-    return pos[:, P:P + T].clamp(min=0)  # [B, T]
+    return pos[:, P:].clamp(min=0)
 
 
 class GPT2(nn.Module):
