@@ -36,15 +36,20 @@ class LayerNorm(nn.Module):
 
 
 def matmul(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x [N, K] @ w [K, M] (+ b)``. For a few rows on the CPU (decoding), the columns of ``w`` are
-    split into one block per thread and multiplied as a batch: the same math, but each thread
-    streams its own part of the weights. A plain ``mm`` there reads them at ~15 GB/s, the split at
-    ~20 GB/s (2 cores; see ``scripts/benchmark.py``). ``w`` may be a strided view (``wte.t()``)."""
+    """``x [N, K] @ w [K, M] (+ b)``. For a few rows on the CPU (decoding) one ``mm`` reads the
+    weights at ~13 GB/s on 2 cores; split into one block per thread and multiplied as a batch, the
+    same product reads them at ~20 GB/s (see ``scripts/benchmark.py``). A contiguous ``w`` is split
+    along K, each thread streaming one contiguous slab and the partial sums added; a strided view
+    (the LM head's ``wte.t()``) is split along M, each thread streaming a block of ``wte``'s rows."""
     n = torch.get_num_threads()
     K, M = w.shape
-    m = M // n
-    if x.device.type != "cpu" or x.shape[0] > 16 or n < 2 or m < 64:
+    if x.device.type != "cpu" or x.shape[0] > 16 or n < 2:
         return x @ w if b is None else torch.addmm(b, x, w)
+    if w.is_contiguous() and K % n == 0:
+        y = torch.bmm(x.view(x.shape[0], n, K // n).transpose(0, 1), w.view(n, K // n, M))  # [n, N, M]
+        y = y.sum(0) if n > 2 else y[0].add_(y[1])
+        return y if b is None else y.add_(b)
+    m = M // n
     parts = w[:, :n * m].view(K, n, m).transpose(0, 1)  # [n, K, m] view, no copy
     y = torch.bmm(x.expand(n, *x.shape), parts).transpose(0, 1).reshape(x.shape[0], n * m)  # [N, n*m]
     y = y if n * m == M else torch.cat([y, x @ w[:, n * m:]], dim=1)
@@ -75,25 +80,27 @@ class Attention(nn.Module):
         B, T, E = x.shape
         return x.view(B, T, self.n_head, E // self.n_head).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor,
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], bias: torch.Tensor,
                 past_length: Optional[int] = None):
-        q, k, v = self.c_attn(x).split(x.shape[-1], dim=2)  # 3 x [B, T, E]
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
+        qkv = self.c_attn(x)  # [B, T, 3E]
+        q = self.split_heads(qkv[..., :x.shape[-1]])  # [B, H, T, D]
+        kv = qkv[..., x.shape[-1]:].unflatten(-1, (2, self.n_head, -1)).permute(0, 2, 3, 1, 4)  # [B, 2, H, T, D]
         if past_length is None:  # the original: present = this step's keys/values
-            present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
+            present = kv
+            k, v = kv.unbind(dim=1)  # [B, H, T, D]
             if past is not None:
                 pk, pv = past.unbind(dim=1)  # [B, H, P, D]
                 k, v = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)  # [B, H, S, D]
         else:  # a cache buffer [B, 2, H, C, D] holding P = past_length positions: write in place
-            S = past_length + k.shape[-2]
-            past[:, 0, :, past_length:S], past[:, 1, :, past_length:S] = k, v
-            k, v, present = past[:, 0, :, :S], past[:, 1, :, :S], past  # [B, H, S, D] views
-        # softmax(q k^T / sqrt(D), masked scores -> -1e10) v, fused (PyTorch's SDPA: no [T, S] score
-        # matrices in memory, ~4x faster for long prompts). Adding -1e10 equals the original's
-        # replacing by -1e10 in fp32: a score is far below 1e10's ulp (1024), and a row with every
-        # key masked (left padding) is uniform either way.
-        bias = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~mask, MASK_VALUE)  # [B|1, 1, T, S]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, H, T, D], scale 1/sqrt(D)
+            S = past_length + x.shape[1]
+            past[..., past_length:S, :] = kv
+            k, v = past[..., :S, :].unbind(dim=1)  # [B, H, S, D] views
+            present = past
+        # softmax(q k^T / sqrt(D) + bias) v, fused (PyTorch's SDPA: no [T, S] score matrices in
+        # memory, ~4x faster for long prompts); bias is 0 or -1e10, or None for plain causal
+        # attention (see GPT2.forward)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           is_causal=bias is None and q.shape[-2] > 1)  # [B, H, T, D]
         a = a.transpose(1, 2).reshape(x.shape)  # merge heads -> [B, T, E]
         return self.c_proj(a), present
 
@@ -114,9 +121,9 @@ class Block(nn.Module):
         self.ln_1, self.attn = LayerNorm(hp.n_embd), Attention(hp)
         self.ln_2, self.mlp = LayerNorm(hp.n_embd), MLP(hp)
 
-    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], mask: torch.Tensor,
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], bias: torch.Tensor,
                 past_length: Optional[int] = None):
-        a, present = self.attn(self.ln_1(x), past, mask, past_length)
+        a, present = self.attn(self.ln_1(x), past, bias, past_length)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, present
@@ -163,11 +170,19 @@ class GPT2(nn.Module):
         ``present`` is the buffer itself (see :func:`new_cache`). Same math, no copying per step."""
         B, T = X.shape
         P = past_length if past_length is not None else 0 if past is None else past.shape[-2]
-        mask = build_mask(T, P, attention_mask, X.device)
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding
+        if attention_mask is None and (P == 0 or T == 1):
+            bias = None  # plain causal attention (with T == 1, every key is visible)
+        else:  # masked scores: the original replaces them by -1e10; adding -1e10 is the same in fp32
+            # (a score is far below 1e10's ulp, 1024), and a row with every key masked (left
+            # padding) is uniform either way
+            mask = build_mask(T, P, attention_mask, X.device)  # [B|1, 1, T, S]
+            bias = torch.zeros((), dtype=self.wte.dtype, device=X.device).masked_fill(~mask, MASK_VALUE)
         h = self.wte[X] + self.wpe[position_ids(T, P, attention_mask, X.device)]  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
-            h, present = block(h, None if past is None else past[:, i], mask, past_length)
+            h, present = block(h, None if past is None else past[:, i], bias, past_length)
             presents.append(present)
         h = self.ln_f(h)  # [B, T, E]
         if last_only:
