@@ -149,8 +149,7 @@ def _native_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
         import tensorflow as tf
 
         if spec["threads"]:
-            tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
-            tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+            tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])  # inter-op: 1 (gpt2_tf)
         row["version"], row["blas"] = f"tensorflow {tf.__version__}", "tf: Eigen + oneDNN"
     else:
         import torch

@@ -144,6 +144,23 @@ def test_torch_backend_never_imports_tensorflow(make_model_dir):
     assert r.stdout.startswith("[[")
 
 
+@pytest.mark.parametrize("preset, expected", [({}, "1"), ({"TF_NUM_INTEROP_THREADS": "3"}, "0"),
+                                              ({"SET_FIRST": "4"}, "4")])
+def test_tf_backend_uses_one_inter_op_thread_unless_told(preset, expected):
+    """On a CPU, importing gpt2_tf sets TF's inter-op pool to one thread, unless the user already
+    chose (through the API before the import, or TF_NUM_INTEROP_THREADS)."""
+    pytest.importorskip("tensorflow")
+    code = ("import os, tensorflow as tf\n"
+            "if 'SET_FIRST' in os.environ: tf.config.threading.set_inter_op_parallelism_threads(4)\n"
+            "import gpt2_tf.sample\n"
+            "print(tf.config.threading.get_inter_op_parallelism_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+    env.update(preset, CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join([os.path.abspath("src")] + sys.path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == expected
+
+
 def test_sample_sequence_keeps_the_original_contract(tiny):
     import gpt2_tf.sample
     import gpt2_torch.sample

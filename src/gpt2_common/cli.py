@@ -21,7 +21,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 MODEL_NAMES = ("124M", "355M", "774M", "1558M")
 OLD_MODEL_NAMES = {"117M": "124M", "345M": "355M"}
@@ -63,7 +63,7 @@ def user_errors() -> tuple:
     return tuple(errors)
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: <message>`` (first line only) on stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)

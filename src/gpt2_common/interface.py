@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .hparams import HParams, load_hparams
+from .hparams import HParams
 from .sampling import Sampler, SamplingError, Seed, validate_args
 
 BACKENDS = ("tf", "torch")

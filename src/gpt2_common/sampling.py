@@ -17,7 +17,7 @@ Rules (as the original ``sample.py`` unless noted):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 

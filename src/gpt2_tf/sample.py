@@ -8,6 +8,7 @@ Mirrors ``gpt2_torch/sample.py``.
 """
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -27,6 +28,18 @@ DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 
 # TF enables TF32 matmuls on Ampere+ GPUs by default; PyTorch does not. Off, for parity.
 tf.config.experimental.enable_tensor_float_32_execution(False)
+
+# On a CPU, one inter-op thread: a decode or prefill step is a chain of dependent ops, and TF's
+# default inter-op pool (one thread per core) only competes with the intra-op threads that run
+# the matrix products (2 cores, 124M: decode step ~52 -> ~44 ms, prefill of 1024 tokens 10-20%
+# faster). Left alone if set before this import (or by TF_NUM_INTEROP_THREADS), or if the
+# runtime has already started.
+if (not tf.config.list_physical_devices("GPU") and "TF_NUM_INTEROP_THREADS" not in os.environ
+        and tf.config.threading.get_inter_op_parallelism_threads() == 0):
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already ran something; its settings are fixed now
+        pass
 
 
 def resolve_device(device: Optional[str]) -> str:

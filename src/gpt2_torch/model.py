@@ -37,7 +37,7 @@ class LayerNorm(nn.Module):
 
 def matmul(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [N, K] @ w [K, M] (+ b)``. For a few rows on the CPU (decoding) one ``mm`` reads the
-    weights at ~13 GB/s on 2 cores; split into one block per thread and multiplied as a batch, the
+    weights at ~16 GB/s on 2 cores; split into one block per thread and multiplied as a batch, the
     same product reads them at ~20 GB/s (see ``scripts/benchmark.py``). A contiguous ``w`` is split
     along K, each thread streaming one contiguous slab and the partial sums added; a strided view
     (the LM head's ``wte.t()``) is split along M, each thread streaming a block of ``wte``'s rows."""
