@@ -128,6 +128,14 @@ def test_stop_ends_early_when_every_row_stopped(tiny, backend, monkeypatch):
     assert out.shape == (2, 1) and calls == [0]
 
 
+def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter that imports this checkout's ``src``; asserts it exits 0."""
+    env = dict(env, PYTHONPATH=os.pathsep.join([os.path.abspath("src")] + sys.path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
 def test_torch_backend_never_imports_tensorflow(make_model_dir):
     """Installing only the torch extra must give a working backend: TF is blocked from importing."""
     d = make_model_dir("tiny")
@@ -138,9 +146,7 @@ def test_torch_backend_never_imports_tensorflow(make_model_dir):
         "print(m.generate([1, 2, 3], 4, seed=0).tolist())\n"
         "assert not any(k.startswith('tensorflow') and sys.modules[k] is not None for k in sys.modules)\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath("src")] + sys.path))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_python(code, dict(os.environ))
     assert r.stdout.startswith("[[")
 
 
@@ -155,9 +161,7 @@ def test_tf_backend_uses_one_inter_op_thread_unless_told(preset, expected):
             "import gpt2_tf.sample\n"
             "print(tf.config.threading.get_inter_op_parallelism_threads())\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
-    env.update(preset, CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join([os.path.abspath("src")] + sys.path))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_python(code, {**env, **preset, "CUDA_VISIBLE_DEVICES": ""})
     assert r.stdout.split()[-1] == expected
 
 

@@ -80,7 +80,7 @@ class Attention(nn.Module):
         B, T, E = x.shape
         return x.view(B, T, self.n_head, E // self.n_head).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], bias: torch.Tensor,
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                 past_length: Optional[int] = None):
         qkv = self.c_attn(x)  # [B, T, 3E]
         q = self.split_heads(qkv[..., :x.shape[-1]])  # [B, H, T, D]
@@ -121,7 +121,7 @@ class Block(nn.Module):
         self.ln_1, self.attn = LayerNorm(hp.n_embd), Attention(hp)
         self.ln_2, self.mlp = LayerNorm(hp.n_embd), MLP(hp)
 
-    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], bias: torch.Tensor,
+    def forward(self, x: torch.Tensor, past: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                 past_length: Optional[int] = None):
         a, present = self.attn(self.ln_1(x), past, bias, past_length)
         x = x + a
