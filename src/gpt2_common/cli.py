@@ -23,16 +23,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
-MODEL_NAMES = ("124M", "355M", "774M", "1558M")
-OLD_MODEL_NAMES = {"117M": "124M", "345M": "355M"}
-BACKENDS = ("tf", "torch")
-TOP_P_MODES = ("original", "holtzman")  # as gpt2_common.sampling.TOP_P_MODES
-EOT_TOKEN = 50256
+from .constants import (BACKENDS, CHECKPOINT_FILES, EOT_TOKEN, MODEL_FILES, MODEL_NAMES,  # noqa: F401
+                        OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
 
-# The files of a released model, as the original download_model.py fetched them.
-VOCAB_FILES = ("encoder.json", "vocab.bpe")
-CHECKPOINT_FILES = ("checkpoint", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "model.ckpt.meta")
-MODEL_FILES = tuple(sorted(("hparams.json",) + VOCAB_FILES + CHECKPOINT_FILES))
 PLACE_HINT = "checkpoint, encoder.json, hparams.json, model.ckpt.* and vocab.bpe"
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda|gpu)(:\d+)?$")

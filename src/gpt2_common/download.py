@@ -34,13 +34,11 @@ import urllib.parse
 import urllib.request
 from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
+from .constants import MODEL_FILES, MODEL_NAMES
+from .constants import OLD_MODEL_NAMES as ALIASES
+
 MODELS_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 DATASET_URL = "https://openaipublic.blob.core.windows.net/gpt-2/output-dataset/v1"
-
-MODEL_NAMES = ("124M", "355M", "774M", "1558M")
-ALIASES = {"117M": "124M", "345M": "355M"}  # the names the models were first released under
-MODEL_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
-               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 
 DATASETS = ("webtext",
             "small-117M", "small-117M-k40", "medium-345M", "medium-345M-k40",

@@ -28,13 +28,11 @@ from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
 import regex
 
+from .constants import ENDOFTEXT
+from .constants import EOT_TOKEN as EOT
+
 __all__ = ["EOT", "ENDOFTEXT", "EncoderError", "Encoder", "bytes_to_unicode", "get_encoder",
            "load_encoder"]
-
-EOT = 50256
-"""Id of ``<|endoftext|>`` in the GPT-2 vocabulary."""
-ENDOFTEXT = "<|endoftext|>"
-"""GPT-2's document separator token, as text."""
 
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """The pre-tokenisation regex of the original (splits text into words before BPE)."""

@@ -17,11 +17,10 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .constants import BACKENDS, DTYPES, EOT_TOKEN
 from .hparams import HParams
 from .sampling import Sampler, SamplingError, Seed, validate_args
 
-BACKENDS = ("tf", "torch")
-EOT_TOKEN = 50256
 Context = Union[None, Sequence[int], Sequence[Sequence[int]], np.ndarray]
 StepFn = Callable[..., Tuple[np.ndarray, Any]]
 
@@ -43,8 +42,8 @@ def load_model(backend: str, model_dir: Union[str, "os.PathLike[str]"], device: 
         from gpt2_tf.sample import TFGPT2 as cls
     else:
         raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ModelError(f"unknown dtype {dtype!r}: choose float32, bfloat16 or float16")
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     return cls(os.fspath(model_dir), device=device, dtype=dtype)
 
 

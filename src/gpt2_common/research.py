@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-EOT_TOKEN = 50256
+from .constants import EOT_TOKEN
 #: Upper bound on ``batch * length * n_vocab`` logits per forward pass (2**27 float32 = 512 MiB).
 MAX_BATCH_LOGITS = 2**27
 #: Rows of float64 log-softmax computed at once (bounds the float64 temporaries).

@@ -21,7 +21,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-TOP_P_MODES = ("original", "holtzman")
+from .constants import TOP_P_MODES
 Seed = Union[None, int, Sequence[int]]
 
 

@@ -1,0 +1,27 @@
+"""The toolkit's constants, each defined here once and imported everywhere else.
+
+Only the standard library may be imported here (every module, CLI flag checks included, uses it).
+"""
+from __future__ import annotations
+
+EOT_TOKEN = 50256
+"""Id of ``<|endoftext|>`` in the GPT-2 vocabulary (the document separator)."""
+ENDOFTEXT = "<|endoftext|>"
+"""The document separator token, as text."""
+
+MODEL_NAMES = ("124M", "355M", "774M", "1558M")
+"""The released models, smallest first."""
+OLD_MODEL_NAMES = {"117M": "124M", "345M": "355M"}
+"""The names the first two models were released under, mapped to today's."""
+
+VOCAB_FILES = ("encoder.json", "vocab.bpe")
+CHECKPOINT_FILES = ("checkpoint", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "model.ckpt.meta")
+MODEL_FILES = tuple(sorted(("hparams.json",) + VOCAB_FILES + CHECKPOINT_FILES))
+"""The files of a released model folder, as the original ``download_model.py`` fetched them."""
+
+BACKENDS = ("tf", "torch")
+"""The model backends, by the name ``load_model`` and ``--backend`` take."""
+DTYPES = ("float32", "bfloat16", "float16")
+"""The compute dtypes a model can be loaded in."""
+TOP_P_MODES = ("original", "holtzman")
+"""Nucleus rules: the original release's (cumulative probability <= p) or Holtzman et al.'s."""
