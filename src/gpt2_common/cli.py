@@ -42,9 +42,10 @@ def user_errors() -> tuple:
     from .hparams import HParamsError
     from .interface import ModelError
     from .sampling import SamplingError
+    from .train.data import DataError
 
     errors = [UsageError, HParamsError, CheckpointError, DownloadError, ModelError, SamplingError,
-              FileNotFoundError]
+              DataError, FileNotFoundError]
     try:  # the encoder's own error type, where it has one
         from . import encoder
 
