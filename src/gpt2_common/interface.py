@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -154,6 +154,33 @@ class GPT2Model(abc.ABC):
             if attention_mask.shape != tokens.shape:
                 raise ModelError(f"attention_mask shape {attention_mask.shape} != tokens shape {tokens.shape}")
         return self._logits(tokens.astype(np.int32), attention_mask)
+
+    # ---- training contract (backends implement _loss and _gradients; see gpt2_common.train) ----
+    def _training_tokens(self, tokens: Any) -> np.ndarray:
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.shape[1] < 2 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ModelError(f"tokens must be an integer array [B, T] with T >= 2, got shape {tokens.shape}")
+        if tokens.shape[1] > self.hparams.n_ctx + 1:  # T - 1 positions are fed to the model
+            raise ModelError(f"{tokens.shape[1]} tokens exceed the context of {self.hparams.n_ctx} + 1")
+        self.check_tokens(tokens)
+        return tokens.astype(np.int32)
+
+    def loss(self, tokens: Union[np.ndarray, Sequence[Sequence[int]]]) -> float:
+        """Mean next-token cross-entropy (natural log) over positions 1..T-1 of int ``tokens [B, T]``
+        (the model reads positions 0..T-2, so T may be ``n_ctx + 1``), computed in fp32."""
+        return self._loss(self._training_tokens(tokens))
+
+    def gradients(self, tokens: Union[np.ndarray, Sequence[Sequence[int]]]) -> Tuple[float, Dict[str, np.ndarray]]:
+        """``(loss, {checkpoint name: gradient})``: the gradient of :meth:`loss` with respect to
+        every variable, keyed and shaped as in the checkpoint (``model/h0/attn/c_attn/w`` is
+        ``[1, n_embd, 3 * n_embd]``). The weights are not changed."""
+        return self._gradients(self._training_tokens(tokens))
+
+    def _loss(self, tokens: np.ndarray) -> float:
+        raise NotImplementedError(f"{type(self).__name__} does not implement loss")
+
+    def _gradients(self, tokens: np.ndarray) -> Tuple[float, Dict[str, np.ndarray]]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement gradients")
 
     def generate(self, context: Context, length: int, *, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: Seed = None, batch_size: int = 1,

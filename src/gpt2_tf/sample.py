@@ -102,3 +102,16 @@ class TFGPT2(GPT2Model):
         with tf.device(self.device):
             logits, past = self._decode_fn(tokens, past, mask)
         return logits.numpy(), past
+
+    # ---- training contract (gpt2_tf/train.py) ----
+    def _loss(self, tokens: np.ndarray) -> float:
+        from .train import lm_loss
+
+        with tf.device(self.device):
+            return float(lm_loss(self.model, tf.constant(tokens)))
+
+    def _gradients(self, tokens: np.ndarray):
+        from .train import gradients
+
+        with tf.device(self.device):
+            return gradients(self.model, tokens)

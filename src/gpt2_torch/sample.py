@@ -83,3 +83,15 @@ class TorchGPT2(GPT2Model):
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._tensor(mask),
                          last_only=True, past_length=P)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
+
+    # ---- training contract (gpt2_torch/train.py) ----
+    def _loss(self, tokens: np.ndarray) -> float:
+        from .train import lm_loss
+
+        with torch.no_grad():
+            return float(lm_loss(self.model, self._tensor(tokens)))
+
+    def _gradients(self, tokens: np.ndarray):
+        from .train import gradients
+
+        return gradients(self.model, tokens)

@@ -1,0 +1,84 @@
+"""The one update rule both backends write out, the learning-rate schedule and what decays.
+
+Every step, with ``k`` accumulated micro-batches, for the trainable parameters ``p``:
+
+    g  = (sum of the k micro-batch gradients) / k
+    n  = sqrt(sum over all trainable p of sum(g * g))          # global norm, before clipping
+    g  = g * min(1, grad_clip / (n + 1e-6))                     # only if grad_clip > 0
+    sgd:    g = g + wd * p  (decayed p only);  p = p - lr * g
+    adam:   g = g + wd * p  (decayed p only; L2, as torch.optim.Adam)
+    adam, adamw:
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g * g
+            p = p - lr * wd * p   (adamw, decayed p only: decoupled, as torch.optim.AdamW)
+            p = p - lr * (m * c1) / (sqrt(v * c2) + eps)    c1 = 1/(1 - beta1^t), c2 = 1/(1 - beta2^t)
+
+Epsilon is added *after* the bias correction of ``v`` (the Adam paper's and PyTorch's placement;
+Keras adds it before, and defaults to 1e-7). ``lr``, ``c1`` and ``c2`` are computed here in
+float64 (:func:`step_scalars`) and handed to the backend as float32 scalars, so both backends
+do the same float32 arithmetic. Weight decay skips biases, LayerNorm gains and the embeddings
+(as nanoGPT: only the block matrices ``[1, in, out]`` decay).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Optional
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer's settings; ``weight_decay`` None means 0.1 for adamw, 0 otherwise."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: Optional[float] = None
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    steps: int = 1
+    min_lr_ratio: float = 0.1
+
+    @property
+    def wd(self) -> float:
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return 0.1 if self.optimizer == "adamw" else 0.0
+
+
+def decays(name: str) -> bool:
+    """Whether weight decay applies to the checkpoint variable ``name``: the block matrices only
+    (``.../w``), never biases, gains or the embeddings ``wte``/``wpe``."""
+    return name.endswith("/w")
+
+
+def transformer_layer(name: str) -> bool:
+    """``--only_train_transformer_layers``: the variables of the blocks ``model/h<i>/...``."""
+    return name.startswith("model/h")
+
+
+def learning_rate(cfg: OptimConfig, step: int) -> float:
+    """The learning rate of 0-based ``step``: linear warm-up over ``warmup_steps`` (from
+    lr/warmup_steps), then constant or cosine down to ``min_lr_ratio * lr`` at the last step."""
+    lr = cfg.learning_rate
+    if step < cfg.warmup_steps:
+        return lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return lr
+    span = max(1, cfg.steps - cfg.warmup_steps - 1)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    low = lr * cfg.min_lr_ratio
+    return low + 0.5 * (lr - low) * (1.0 + math.cos(math.pi * progress))
+
+
+def step_scalars(cfg: OptimConfig, step: int) -> Dict[str, float]:
+    """What the backend's update needs at 0-based ``step`` (the update is number ``t = step + 1``)."""
+    t = step + 1
+    return {"lr": learning_rate(cfg, step), "c1": 1.0 / (1.0 - cfg.beta1 ** t),
+            "c2": 1.0 / (1.0 - cfg.beta2 ** t)}

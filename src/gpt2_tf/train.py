@@ -1,0 +1,172 @@
+"""Training on TensorFlow: the loss, its gradients and one optimizer step (the rule of
+``gpt2_common.train.optim``, written out here in TF ops). Mirrors ``gpt2_torch/train.py``.
+
+The loop, data, schedule, run folder and CLI are shared (``gpt2_common.train``); this file only
+turns numpy batches into gradients and updates. :class:`Trainer` splits a step into
+:meth:`Trainer.forward_backward` (one micro-batch, gradients summed into buffers) and
+:meth:`Trainer.apply` (average, clip, update), so a ``tf.distribute`` strategy can all-reduce
+the buffers between the two.
+
+The model's variables are created non-trainable (inference needs no tape); the ones being trained
+are marked trainable here, which ``tf.recompute_grad`` needs to see them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Mapping, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from gpt2_common.train.optim import OptimConfig, decays
+from gpt2_common.weights import expected_shapes
+
+from .model import GPT2, checkpoint_name
+
+TOKENS = tf.TensorSpec([None, None], tf.int32)
+
+
+def lm_loss(model: GPT2, X: tf.Tensor) -> tf.Tensor:
+    """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32."""
+    logits = model(X[:, :-1])["logits"]  # [B, T-1, V]
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=X[:, 1:], logits=tf.cast(logits, tf.float32)))
+
+
+def named_variables(model: GPT2) -> Dict[str, tf.Variable]:
+    """The variables by checkpoint name, in checkpoint (sorted) order."""
+    variables = {checkpoint_name(v): v for v in model.variables}
+    return {n: variables[n] for n in sorted(variables)}
+
+
+def to_checkpoint_shape(name: str, a, shapes: Mapping[str, tuple]) -> np.ndarray:
+    return np.asarray(tf.cast(tf.convert_to_tensor(a), tf.float32)).reshape(shapes[name])
+
+
+def gradients(model: GPT2, tokens: np.ndarray) -> Tuple[float, Dict[str, np.ndarray]]:
+    """``(loss, {checkpoint name: gradient shaped as in the checkpoint})`` for int ``tokens [B, T]``."""
+    variables = named_variables(model)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(list(variables.values()))
+        loss = lm_loss(model, tf.constant(np.asarray(tokens, dtype=np.int32)))
+    grads = tape.gradient(loss, list(variables.values()))
+    shapes = expected_shapes(model.hparams)
+    return float(loss), {n: to_checkpoint_shape(n, g, shapes) for n, g in zip(variables, grads)}
+
+
+class _Recompute(tf.Module):
+    """A block whose activations are recomputed in the backward pass (``tf.recompute_grad``)
+    when run without a cache; decoding (with a cache) runs the block as it is."""
+
+    def __init__(self, block) -> None:
+        super().__init__(name=None)
+        self.block = block
+
+    def __call__(self, x, past, mask):
+        if past is not None:
+            return self.block(x, past, mask)
+        y = tf.recompute_grad(lambda x: self.block(x, None, mask)[0])(x)
+        return y, tf.zeros([0], x.dtype)  # the (unused) keys/values are not kept
+
+
+def use_gradient_checkpointing(model: GPT2) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them."""
+    model.h = [b if isinstance(b, _Recompute) else _Recompute(b) for b in model.h]
+
+
+class Trainer:
+    """Trains the variables of a loaded ``TFGPT2`` in place (so sampling sees them)."""
+
+    def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
+                 memory_saving: bool = False) -> None:
+        self.model: GPT2 = gpt2.model
+        self.cfg = cfg
+        self.shapes = expected_shapes(self.model.hparams)
+        self.params = {n: v for n, v in named_variables(self.model).items() if trainable(n)}
+        self.names: List[str] = list(self.params)
+        self.device = gpt2.device
+        with tf.device(self.device):
+            for v in self.params.values():
+                v._trainable = True  # see the module docstring
+            zeros = lambda v, what: tf.Variable(tf.zeros_like(v), trainable=False, name=what)  # noqa: E731
+            self.acc = {n: zeros(v, "acc") for n, v in self.params.items()}
+            self.m = {n: zeros(v, "m") for n, v in self.params.items()}
+            self.v = {n: zeros(v, "v") for n, v in self.params.items()}
+        if memory_saving:
+            use_gradient_checkpointing(self.model)
+        self._fb = tf.function(self._forward_backward, input_signature=[TOKENS])
+        self._eval = tf.function(lambda X: lm_loss(self.model, X), input_signature=[TOKENS])
+        scalar = tf.TensorSpec([], tf.float32)
+        self._apply = tf.function(self._apply_fn, input_signature=[scalar] * 4)
+
+    def _forward_backward(self, X):
+        params = list(self.params.values())
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            loss = lm_loss(self.model, X)
+        for n, g in zip(self.names, tape.gradient(loss, params)):
+            self.acc[n].assign_add(tf.convert_to_tensor(g))  # wpe's arrives as IndexedSlices
+        return loss
+
+    def forward_backward(self, tokens: np.ndarray) -> float:
+        """Loss of one micro-batch; its gradients are added to the accumulation buffers."""
+        with tf.device(self.device):
+            return float(self._fb(np.asarray(tokens, dtype=np.int32)))
+
+    def eval_loss(self, tokens: np.ndarray) -> float:
+        """Loss of ``tokens`` without gradients."""
+        with tf.device(self.device):
+            return float(self._eval(np.asarray(tokens, dtype=np.int32)))
+
+    def _apply_fn(self, micro_batches, lr, c1, c2):
+        cfg, wd = self.cfg, self.cfg.wd
+        grads = {n: self.acc[n] / micro_batches for n in self.names}
+        norm = tf.sqrt(tf.add_n([tf.reduce_sum(g * g) for g in grads.values()]))
+        if cfg.grad_clip > 0:
+            scale = tf.minimum(cfg.grad_clip / (norm + 1e-6), 1.0)
+            grads = {n: g * scale for n, g in grads.items()}
+        for n in self.names:
+            p, g = self.params[n], grads[n]
+            if cfg.optimizer in ("sgd", "adam") and wd and decays(n):
+                g = g + wd * p
+            if cfg.optimizer == "sgd":
+                p.assign_sub(lr * g)
+            else:
+                m, v = self.m[n], self.v[n]
+                m.assign(m * cfg.beta1 + (1 - cfg.beta1) * g)
+                v.assign(v * cfg.beta2 + (1 - cfg.beta2) * (g * g))
+                if cfg.optimizer == "adamw" and wd and decays(n):
+                    p.assign_sub(lr * wd * p)
+                p.assign_sub(lr * (m * c1) / (tf.sqrt(v * c2) + cfg.eps))
+            self.acc[n].assign(tf.zeros_like(g))
+        return norm
+
+    def apply(self, micro_batches: int, lr: float, c1: float, c2: float) -> float:
+        """Average the accumulated gradients, clip, update (see ``optim``); returns the global
+        norm before clipping. The accumulation buffers are zeroed."""
+        with tf.device(self.device):
+            return float(self._apply(*(np.float32(x) for x in (micro_batches, lr, c1, c2))))
+
+    # ---- state as numpy, keyed by checkpoint names (shapes as in the checkpoint) ----
+    def weights(self) -> Dict[str, np.ndarray]:
+        """Every model variable (trained or not), as in the checkpoint."""
+        return {n: to_checkpoint_shape(n, v, self.shapes) for n, v in named_variables(self.model).items()}
+
+    def optimizer_state(self) -> Dict[str, np.ndarray]:
+        """``m/<name>`` and ``v/<name>`` for each trainable variable."""
+        out = {}
+        for n in self.names:
+            out["m/" + n] = to_checkpoint_shape(n, self.m[n], self.shapes)
+            out["v/" + n] = to_checkpoint_shape(n, self.v[n], self.shapes)
+        return out
+
+    def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        for n in self.names:
+            self.m[n].assign(np.asarray(state["m/" + n]).reshape(self.m[n].shape))
+            self.v[n].assign(np.asarray(state["v/" + n]).reshape(self.v[n].shape))
+
+    def rng_state(self) -> Dict[str, np.ndarray]:
+        """The framework's random state (dropout), to resume exactly (none is used today)."""
+        return {}
+
+    def load_rng_state(self, state: Mapping[str, np.ndarray]) -> None:
+        pass

@@ -1,0 +1,162 @@
+"""Training on PyTorch: the loss, its gradients and one optimizer step (the rule of
+``gpt2_common.train.optim``, written out here in torch ops). Mirrors ``gpt2_tf/train.py``.
+
+The loop, data, schedule, run folder and CLI are shared (``gpt2_common.train``); this file only
+turns numpy batches into gradients and updates. :class:`Trainer` splits a step into
+:meth:`Trainer.forward_backward` (one micro-batch, gradients summed into buffers) and
+:meth:`Trainer.apply` (average, clip, update), so a data-parallel wrapper can all-reduce the
+buffers between the two.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Mapping, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from gpt2_common.train.optim import OptimConfig, decays
+from gpt2_common.weights import expected_shapes
+
+from .model import GPT2, checkpoint_name
+
+
+def lm_loss(model: GPT2, X: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32."""
+    logits = model(X[:, :-1])["logits"]  # [B, T-1, V]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), X[:, 1:].reshape(-1))
+
+
+def named_parameters(model: GPT2) -> Dict[str, torch.nn.Parameter]:
+    """The parameters by checkpoint name, in checkpoint (sorted) order."""
+    params = {checkpoint_name(n): p for n, p in model.named_parameters()}
+    return {n: params[n] for n in sorted(params)}
+
+
+def to_checkpoint_shape(name: str, a: torch.Tensor, shapes: Mapping[str, tuple]) -> np.ndarray:
+    return a.detach().float().cpu().numpy().reshape(shapes[name])
+
+
+def gradients(model: GPT2, tokens: np.ndarray) -> Tuple[float, Dict[str, np.ndarray]]:
+    """``(loss, {checkpoint name: gradient shaped as in the checkpoint})`` for int ``tokens [B, T]``."""
+    params = named_parameters(model)
+    X = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(model.wte.device)
+    with torch.enable_grad():
+        leaves = list(params.values())
+        flags = [p.requires_grad for p in leaves]
+        for p in leaves:
+            p.requires_grad_(True)
+        try:
+            loss = lm_loss(model, X)
+            grads = torch.autograd.grad(loss, leaves)
+        finally:
+            for p, f in zip(leaves, flags):
+                p.requires_grad_(f)
+    shapes = expected_shapes(model.hparams)
+    return float(loss.detach()), {n: to_checkpoint_shape(n, g, shapes) for n, g in zip(params, grads)}
+
+
+def use_gradient_checkpointing(model: GPT2) -> None:
+    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``)
+    instead of keeping them: less memory, ~1/3 more compute. Decoding (with a cache) is unchanged."""
+    for block in model.h:
+        plain = type(block).forward.__get__(block)
+
+        def forward(x, past, bias, past_length=None, _plain=plain):
+            if past is None and torch.is_grad_enabled():
+                y = checkpoint(lambda x: _plain(x, None, bias)[0], x, use_reentrant=False)
+                return y, x.new_zeros(0)  # the (unused) keys/values are not kept
+            return _plain(x, past, bias, past_length)
+
+        block.forward = forward
+
+
+class Trainer:
+    """Trains the parameters of a loaded ``TorchGPT2`` in place (so sampling sees them)."""
+
+    def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
+                 memory_saving: bool = False) -> None:
+        self.model: GPT2 = gpt2.model
+        self.cfg = cfg
+        self.shapes = expected_shapes(self.model.hparams)
+        self.params = {n: p for n, p in named_parameters(self.model).items() if trainable(n)}
+        self.names: List[str] = list(self.params)
+        for n, p in named_parameters(self.model).items():
+            p.requires_grad_(n in self.params)
+        self.acc = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.m = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.v = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.device = self.model.wte.device
+        if memory_saving:
+            use_gradient_checkpointing(self.model)
+
+    def _tokens(self, tokens: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
+
+    def forward_backward(self, tokens: np.ndarray) -> float:
+        """Loss of one micro-batch; its gradients are added to the accumulation buffers."""
+        with torch.enable_grad():
+            loss = lm_loss(self.model, self._tokens(tokens))
+            grads = torch.autograd.grad(loss, list(self.params.values()))
+        for n, g in zip(self.names, grads):
+            self.acc[n].add_(g)
+        return float(loss)
+
+    @torch.no_grad()
+    def eval_loss(self, tokens: np.ndarray) -> float:
+        """Loss of ``tokens`` without gradients."""
+        return float(lm_loss(self.model, self._tokens(tokens)))
+
+    @torch.no_grad()
+    def apply(self, micro_batches: int, lr: float, c1: float, c2: float) -> float:
+        """Average the accumulated gradients, clip, update (see ``optim``); returns the global
+        norm before clipping. The accumulation buffers are zeroed."""
+        cfg, wd = self.cfg, self.cfg.wd
+        grads = {n: self.acc[n] / micro_batches for n in self.names}
+        norm = torch.sqrt(sum(torch.sum(g * g) for g in grads.values()))
+        if cfg.grad_clip > 0:
+            scale = torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0)
+            grads = {n: g * scale for n, g in grads.items()}
+        for n in self.names:
+            p, g = self.params[n], grads[n]
+            if cfg.optimizer in ("sgd", "adam") and wd and decays(n):
+                g = g + wd * p
+            if cfg.optimizer == "sgd":
+                p.sub_(lr * g)
+            else:
+                m, v = self.m[n], self.v[n]
+                m.mul_(cfg.beta1).add_((1 - cfg.beta1) * g)
+                v.mul_(cfg.beta2).add_((1 - cfg.beta2) * (g * g))
+                if cfg.optimizer == "adamw" and wd and decays(n):
+                    p.sub_(lr * wd * p)
+                p.sub_(lr * (m * c1) / (torch.sqrt(v * c2) + cfg.eps))
+            self.acc[n].zero_()
+        return float(norm)
+
+    # ---- state as numpy, keyed by checkpoint names (shapes as in the checkpoint) ----
+    def weights(self) -> Dict[str, np.ndarray]:
+        """Every model variable (trained or not), as in the checkpoint."""
+        return {n: to_checkpoint_shape(n, p, self.shapes) for n, p in named_parameters(self.model).items()}
+
+    def optimizer_state(self) -> Dict[str, np.ndarray]:
+        """``m/<name>`` and ``v/<name>`` for each trainable variable."""
+        out = {}
+        for n in self.names:
+            out["m/" + n] = to_checkpoint_shape(n, self.m[n], self.shapes)
+            out["v/" + n] = to_checkpoint_shape(n, self.v[n], self.shapes)
+        return out
+
+    @torch.no_grad()
+    def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        for n in self.names:
+            self.m[n].copy_(torch.from_numpy(np.asarray(state["m/" + n])).reshape(self.m[n].shape))
+            self.v[n].copy_(torch.from_numpy(np.asarray(state["v/" + n])).reshape(self.v[n].shape))
+
+    def rng_state(self) -> Dict[str, np.ndarray]:
+        """The framework's random state (dropout), to resume exactly."""
+        return {"torch_rng": torch.get_rng_state().numpy()}
+
+    def load_rng_state(self, state: Mapping[str, np.ndarray]) -> None:
+        if "torch_rng" in state:
+            torch.set_rng_state(torch.from_numpy(np.asarray(state["torch_rng"], dtype=np.uint8)))
