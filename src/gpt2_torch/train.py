@@ -101,7 +101,7 @@ class Trainer:
             grads = torch.autograd.grad(loss, list(self.params.values()))
         for n, g in zip(self.names, grads):
             self.acc[n].add_(g)
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def eval_loss(self, tokens: np.ndarray) -> float:

@@ -1,0 +1,160 @@
+"""``gpt2_train`` behind the CLI: check every flag and the data, settle where the weights start
+(the run's latest save, a model folder, or fresh random weights of given hyperparameters), build
+the backend's trainer and run the shared loop.
+
+Everything that can be the user's fault is checked before the run folder is touched: bad flags,
+missing/empty/too-short/undecodable data, ``--restore_from`` pointing at nothing, a run folder
+made with other hyperparameters. The run folder is created only after the first step succeeded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Optional, Tuple
+
+from .. import cli
+from ..cli import UsageError
+from ..constants import VOCAB_FILES
+from ..hparams import HParams, MODEL_SHAPES, load_hparams
+from .data import BatchSampler, DataError, load_tokens, split_documents, validation_path
+from .loop import LoopConfig, train_loop
+from .optim import LR_SCHEDULES, OPTIMIZERS, OptimConfig, transformer_layer
+from .run import RunFolder, initial_weights
+
+OOM_HINT = ("out of memory: lower --batch_size (raise --accumulate_gradients to keep the batch), "
+            "lower --context, or add --memory_saving_gradients")
+
+
+@dataclasses.dataclass
+class Start:
+    """Where the weights come from: a model folder to load, and (resuming) the step and state."""
+
+    model_dir: str
+    hparams: HParams
+    vocab_dir: str
+    step: int = 0
+    state: Optional[Dict[str, Any]] = None
+    fresh_run: bool = False
+    temporary: bool = False
+
+
+def check_optim(optimizer, learning_rate, steps, warmup_steps, lr_schedule, weight_decay, grad_clip) -> OptimConfig:
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"unknown lr_schedule {lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    return OptimConfig(
+        optimizer=optimizer, learning_rate=cli.check_number("learning_rate", learning_rate, 0.0, low_open=True),
+        steps=cli.check_int("steps", steps, 1), warmup_steps=cli.check_int("warmup_steps", warmup_steps, 0),
+        lr_schedule=lr_schedule, grad_clip=cli.check_number("grad_clip", grad_clip, 0.0),
+        weight_decay=None if weight_decay is None else cli.check_number("weight_decay", weight_decay, 0.0))
+
+
+def scratch_hparams(n_layer, n_embd, n_head, n_ctx) -> Optional[HParams]:
+    """Hyperparameters for training from scratch (the others as 124M's), or None when none of the
+    four is given."""
+    given = {k: v for k, v in dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx).items()
+             if v is not None}
+    if not given:
+        return None
+    for k, v in given.items():
+        cli.check_int(k, v, 1)
+    if given.get("n_embd", 0) and "n_head" not in given and given["n_embd"] % 12:
+        raise UsageError(f"n_embd {given['n_embd']} needs an --n_head that divides it")
+    hp = dataclasses.asdict(MODEL_SHAPES["124M"])
+    hp.update(given)
+    if hp["n_embd"] % hp["n_head"]:
+        raise UsageError(f"n_embd {hp['n_embd']} is not divisible by n_head {hp['n_head']}")
+    return HParams(**hp)
+
+
+def has_checkpoint(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "checkpoint")) or os.path.isfile(os.path.join(path, "model.ckpt.index"))
+
+
+def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Optional[str],
+                 scratch: Optional[HParams], vocab_dir: Optional[str], seed: int, download: bool) -> Start:
+    """Decide where the weights start (see ``--restore_from``); nothing is written here except a
+    temporary folder for fresh random weights."""
+    if not isinstance(restore_from, str) or not restore_from:
+        raise UsageError(f"--restore_from must be latest, fresh or a path, got {restore_from!r}")
+    latest = run.latest() if restore_from == "latest" else None
+    if latest is not None:  # resume the run
+        prefix, step = latest
+        hp = run.hparams() or load_hparams(run.path)
+        if scratch is not None:
+            run.check_compatible(scratch)
+        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step))
+    if restore_from not in ("latest", "fresh"):
+        path = os.path.expanduser(restore_from)
+        if not os.path.isdir(path) or not has_checkpoint(path):
+            raise UsageError(f"--restore_from {restore_from}: no model or run folder with a checkpoint there")
+        hp = load_hparams(path)
+        run.check_compatible(hp)
+        return Start(path, hp, vocab_dir or path, fresh_run=True)
+    if scratch is not None:  # fresh random weights
+        vocab = vocab_dir or base_dir
+        missing = [f for f in VOCAB_FILES if not os.path.isfile(os.path.join(vocab, f))]
+        if missing:
+            raise UsageError(f"training from scratch needs the vocabulary: {', '.join(missing)} not in {vocab} "
+                             "(give --vocab_dir or --model_dir)")
+        run.check_compatible(scratch)
+        from ..weights import save_model
+
+        tmp = tempfile.mkdtemp(prefix="gpt2-train-init-")
+        save_model(tmp, scratch, initial_weights(scratch, seed))
+        return Start(tmp, scratch, vocab, fresh_run=True, temporary=True)
+    cli.ensure_model_files(base_dir, base_name, download)
+    hp = load_hparams(base_dir)
+    run.check_compatible(hp)
+    return Start(base_dir, hp, vocab_dir or base_dir, fresh_run=True)
+
+
+def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, batch_size: int,
+              seed: int, val_batch_count: int) -> Tuple[BatchSampler, Optional[BatchSampler]]:
+    """The training and validation samplers (windows of ``context + 1`` tokens)."""
+    if dataset is None or dataset == "":
+        raise UsageError("--dataset is required (a token .bin file, .npz, text file, folder or glob)")
+    tokens = load_tokens(dataset, encoder)
+    if len(tokens) == 0:
+        raise DataError(f"{dataset}: the dataset is empty")
+    val = None
+    if val_dataset is not None:
+        val = load_tokens(val_dataset, encoder)
+        if len(val) == 0:
+            raise DataError(f"{val_dataset}: the validation dataset is empty")
+    elif val_fraction > 0:
+        tokens, val = split_documents(tokens, val_fraction, seed)
+        if len(val) == 0:
+            raise DataError(f"{dataset}: --val_fraction {val_fraction} chose no document; raise it")
+    elif isinstance(dataset, str) and dataset.endswith(".bin") and os.path.isfile(validation_path(dataset)):
+        val = load_tokens(validation_path(dataset))  # written beside it by gpt2_encode --val_fraction
+    train = BatchSampler(tokens, context + 1, batch_size, seed, name=str(dataset))
+    val_sampler = None
+    if val is not None and val_batch_count > 0:
+        val_sampler = BatchSampler(val, context + 1, batch_size, seed, name=f"validation data of {dataset}")
+    return train, val_sampler
+
+
+def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_saving: bool):
+    """The backend's trainer for a loaded model."""
+    if model.backend == "torch":
+        from gpt2_torch.train import Trainer
+    else:
+        from gpt2_tf.train import Trainer
+    trainable = transformer_layer if only_transformer else (lambda name: True)
+    return Trainer(model, optim, trainable, memory_saving)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    name = type(e).__name__
+    return name in ("OutOfMemoryError", "ResourceExhaustedError") or "out of memory" in str(e).lower()[:200]
+
+
+def cleanup(start: Start) -> None:
+    if start.temporary:
+        shutil.rmtree(start.model_dir, ignore_errors=True)
