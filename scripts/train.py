@@ -20,7 +20,7 @@ def train(dataset=None, model_name='124M', models_dir='models', model_dir=None, 
           memory_saving_gradients=False, only_train_transformer_layers=False, backend='torch', device=None,
           dtype='float32', seed=0, warmup_steps=0, lr_schedule='constant', weight_decay=None, grad_clip=1.0,
           context=None, n_layer=None, n_embd=None, n_head=None, n_ctx=None, vocab_dir=None, keep=3,
-          plot=None, download=True, progress=True):
+          plot=None, download=True, progress=True, stop_after=0):
     """Train GPT-2 on a dataset; checkpoint/<run_name>/ becomes a model folder in the original layout.
 
     The run resumes where it stopped (weights, optimizer state, step, data position) unless
@@ -71,6 +71,8 @@ def train(dataset=None, model_name='124M', models_dir='models', model_dir=None, 
         plot: Write a PNG of the loss curves here at the end.
         download: Download a missing released model.
         progress: Show the progress bar.
+        stop_after: Train at most this many steps now, save and exit (the schedule still spans
+            --steps; run again to go on). For time-limited jobs.
     """
     from gpt2_common.encoder import load_encoder
     from gpt2_common.train import session as S
@@ -89,6 +91,7 @@ def train(dataset=None, model_name='124M', models_dir='models', model_dir=None, 
         sample_every=cli.check_int("sample_every", sample_every, 0), sample_length=cli.check_int("sample_length", sample_length, 1),
         sample_num=cli.check_int("sample_num", sample_num, 1), save_every=cli.check_int("save_every", save_every, 0),
         keep=cli.check_int("keep", keep, 0), seed=cli.check_int("seed", seed, 0),
+        stop_after=cli.check_int("stop_after", stop_after, 0),
         progress=cli.check_flag("progress", progress) and cli.isatty(sys.stderr))
     batch_size = cli.check_int("batch_size", batch_size, 1)
     val_fraction = cli.check_number("val_fraction", val_fraction, 0.0, 1.0)

@@ -157,7 +157,8 @@ def check_number(name: str, value: Any, low: float, high: Optional[float] = None
         bad = value <= low if low_open else value < low
         bad = bad or (high is not None and value > high)
     if bad:
-        rng = f"in {'(' if low_open else '['}{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        rng = f"in {'(' if low_open else '['}{low:g}, {high:g}]" if high is not None else \
+            f"{'>' if low_open else '>='} {low:g}"
         raise UsageError(f"{name} must be a number {rng}, got {value!r}")
     return float(value)
 

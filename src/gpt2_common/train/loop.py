@@ -42,6 +42,7 @@ class LoopConfig:
     keep: int = 3
     seed: int = 0
     progress: bool = True
+    stop_after: int = 0  # train at most this many steps in this call, then save (0: to the end)
 
 
 class Interrupted(Exception):
@@ -115,9 +116,10 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
                disable=not loop.progress, dynamic_ncols=True, file=sys.stderr)
     step, saved = start_step, start_step if state is not None else -1
     out: Dict[str, Any] = {"step": step, "val_loss": last_val}
+    stop = min(loop.steps, start_step + loop.stop_after) if loop.stop_after else loop.steps
     with _CtrlC() as ctrl_c:
         try:
-            while step < loop.steps:
+            while step < stop:
                 t0 = time.perf_counter()
                 scalars = step_scalars(optim, step)
                 losses = [trainer.forward_backward(train.batch(step * loop.accumulate + j))
@@ -142,7 +144,7 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
                                 lr=f"{out['lr']:.2e}", tok_s=f"{out['tokens_per_s']:.0f}", refresh=False)
                 if sample is not None and loop.sample_every and step % loop.sample_every == 0:
                     write_samples(run, step, sample(step), bar.write if loop.progress else log)
-                if loop.save_every and step % loop.save_every == 0 and step < loop.steps:
+                if loop.save_every and step % loop.save_every == 0 and step < stop:
                     save(step)
                     saved = step
                 if ctrl_c.requested:

@@ -14,9 +14,11 @@ import shutil
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
+
 from .. import cli
 from ..cli import UsageError
-from ..constants import VOCAB_FILES
+from ..constants import EOT_TOKEN, VOCAB_FILES
 from ..hparams import HParams, MODEL_SHAPES, load_hparams
 from .data import BatchSampler, DataError, load_tokens, split_documents, validation_path
 from .loop import LoopConfig, train_loop
@@ -118,7 +120,7 @@ def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, 
     if dataset is None or dataset == "":
         raise UsageError("--dataset is required (a token .bin file, .npz, text file, folder or glob)")
     tokens = load_tokens(dataset, encoder)
-    if len(tokens) == 0:
+    if len(tokens) == 0 or (len(tokens) <= 1 << 20 and not (np.asarray(tokens) != EOT_TOKEN).any()):
         raise DataError(f"{dataset}: the dataset is empty")
     val = None
     if val_dataset is not None:

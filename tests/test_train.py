@@ -1,0 +1,186 @@
+"""Training: 20 optimizer steps agree across the backends, a resumed run equals a straight one,
+a run trained in one backend loads in the other, and bad input fails cleanly (one line, exit
+status 2, the run folder untouched)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2_common import cli, load_model
+from gpt2_common.checkpoint import read_checkpoint
+from gpt2_common.train.data import BatchSampler
+from gpt2_common.train.optim import OptimConfig, step_scalars
+from gpt2_common.train.session import make_trainer
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_TOL = 1e-4  # across backends: loss at every step, final weights
+RESUME_TOL = 1e-6
+
+
+def report(name: str, a, b, tol: float) -> float:
+    diff = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+    print(f"{name}: max|diff| = {diff:.3e} (tolerance {tol:.0e})")
+    assert diff <= tol, f"{name}: {diff:.3e} > {tol:.0e}"
+    return diff
+
+
+def test_twenty_steps_agree_across_backends(make_model_dir):
+    d = make_model_dir("tiny")
+    tokens = np.random.default_rng(3).integers(0, 50257, 5000).astype(np.uint16)
+    sampler = BatchSampler(tokens, 33, 2, seed=7)
+    cfg = OptimConfig(optimizer="adam", learning_rate=3e-3, warmup_steps=5, lr_schedule="cosine", steps=20,
+                      grad_clip=1.0)
+    runs, models = {}, {}
+    for backend in ("tf", "torch"):
+        models[backend] = load_model(backend, d, device="cpu")
+        trainer = make_trainer(models[backend], cfg, False, False)
+        losses, norms = [], []
+        for step in range(20):
+            losses.append(np.mean([trainer.forward_backward(sampler.batch(2 * step + j)) for j in range(2)]))
+            norms.append(trainer.apply(2, **step_scalars(cfg, step)))
+        runs[backend] = losses, norms, trainer.weights(), trainer.optimizer_state()
+    (lt, nt, wt, ot), (lp, np_, wp, op) = runs["tf"], runs["torch"]
+    print("losses (torch):", " ".join(f"{x:.4f}" for x in lp))
+    assert lp[-1] < lp[0] - 0.5  # it learned something
+    assert max(np_) > 1.0  # clipping was active
+    report("20 steps: loss at each step, tf vs torch", lt, lp, STEP_TOL)
+    report("20 steps: gradient norms, tf vs torch", nt, np_, STEP_TOL * max(np_))
+    # The key biases (the middle third of c_attn/b) have a gradient that is zero in exact arithmetic
+    # (softmax ignores a constant added to every score of a row), so each backend's is rounding
+    # noise, which Adam's m / sqrt(v) turns into steps of up to ~lr: they differ by ~lr between
+    # backends and leave the model's function unchanged. Everything else must agree to 1e-4, and
+    # the logits of the trained models (which the key biases cannot change) as well.
+    E = models["tf"].hparams.n_embd
+    key_bias = lambda w, n: n.endswith("/attn/c_attn/b")  # noqa: E731
+    flat = lambda w: np.concatenate([np.delete(w[n], np.s_[E:2 * E]) if key_bias(w, n) else w[n].ravel()  # noqa: E731
+                                     for n in sorted(w)])
+    report("20 steps: final weights but the key biases, tf vs torch", flat(wt), flat(wp), STEP_TOL)
+    kb = max(float(np.abs(wt[n][E:2 * E] - wp[n][E:2 * E]).max()) for n in wt if key_bias(wt, n))
+    print(f"20 steps: key biases (zero gradient in exact arithmetic) max|diff| = {kb:.3e}")
+    probe = np.random.default_rng(5).integers(0, 50257, (2, 32))
+    report("20 steps: logits of the trained models, tf vs torch", models["tf"].logits(probe),
+           models["torch"].logits(probe), STEP_TOL)
+    worst = max(float(np.abs(ot[k] - op[k]).max() / max(np.abs(op[k]).max(), 1e-30)) for k in op
+                if not k.endswith("c_attn/b"))
+    print(f"20 steps: optimizer state (but c_attn/b), worst relative max|diff| {worst:.2e}")
+    assert worst <= 1e-3
+
+
+# ---- the CLI ----
+def run_train(*args, cwd, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), TF_CPP_MIN_LOG_LEVEL="2",
+               GPT2_MODELS_URL="http://127.0.0.1:1")
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tokens.bin"
+    np.random.default_rng(4).integers(0, 1000, 4000).astype("<u2").tofile(path)
+    return path
+
+
+COMMON = ("--batch_size", 2, "--accumulate_gradients", 2, "--context", 32, "--learning_rate", 1e-3,
+          "--warmup_steps", 3, "--lr_schedule", "cosine", "--sample_every", 0, "--val_every", 0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_resume_equals_straight_run(tmp_path, make_model_dir, data_file, backend):
+    from scripts.train import train
+
+    model = make_model_dir("tiny", vocab=True)
+    args = ("--dataset", data_file, "--model_dir", model, "--backend", backend, "--steps", 20) + COMMON
+    kwargs = {str(k)[2:]: v for k, v in zip(args[::2], args[1::2])}
+    kwargs.update(dataset=str(data_file), model_dir=str(model), checkpoint_dir=str(tmp_path / "checkpoint"),
+                  progress=False)
+    train(run_name="straight", **kwargs)
+    train(run_name="resumed", stop_after=10, **kwargs)
+    second = run_train(*args, "--run_name", "resumed", cwd=tmp_path)  # a new process resumes at step 10
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and "step 10" in second.stderr
+    a, b = (read_checkpoint(tmp_path / "checkpoint" / r) for r in ("straight", "resumed"))
+    report(f"[{backend}] resumed 10 + 10 vs 20 straight, weights", np.concatenate([a[n].ravel() for n in sorted(a)]),
+           np.concatenate([b[n].ravel() for n in sorted(b)]), RESUME_TOL)
+    ma = [json.loads(x)["loss"] for x in open(tmp_path / "checkpoint" / "straight" / "metrics.jsonl")]
+    mb = [json.loads(x)["loss"] for x in open(tmp_path / "checkpoint" / "resumed" / "metrics.jsonl")]
+    assert len(ma) == len(mb) == 20
+    report(f"[{backend}] resumed vs straight, losses", ma, mb, RESUME_TOL)
+    # the run folder is a model folder for the other backend too: logits parity
+    run = tmp_path / "checkpoint" / "resumed"
+    assert (run / "checkpoint").read_text().startswith('model_checkpoint_path: "model-20"')
+    tokens = np.random.default_rng(0).integers(0, 50257, (2, 40))
+    report(f"[{backend}-trained] tf vs torch logits", load_model("tf", run, device="cpu").logits(tokens),
+           load_model("torch", run, device="cpu").logits(tokens), 1e-4)
+
+
+def snapshot(folder: Path):
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_bad_input(tmp_path, make_model_dir, data_file, vocab_dir):
+    """Every bad input: one line, exit status 2 (a user error), the run folder untouched."""
+    from scripts.train import train
+
+    model = make_model_dir("tiny", vocab=True)
+    other = make_model_dir("mid", vocab=True)
+    ckpt = tmp_path / "checkpoint"
+    base = dict(dataset=str(data_file), model_dir=str(model), checkpoint_dir=str(ckpt), run_name="r",
+                steps=2, batch_size=1, context=16, sample_every=0, val_every=0, progress=False)
+    train(**base)  # a good run to protect
+    run = ckpt / "r"
+    before = snapshot(run)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.bin").write_bytes(np.arange(5, dtype="<u2").tobytes())
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9")
+    cases = {
+        "missing dataset": (dict(dataset=str(tmp_path / "nope.bin")), "no such file"),
+        "no dataset": (dict(dataset=None), "--dataset is required"),
+        "empty dataset": (dict(dataset=str(tmp_path / "empty.txt")), "empty"),
+        "shorter than one window": (dict(dataset=str(tmp_path / "short.bin")), "shorter than one window"),
+        "undecodable text": (dict(dataset=str(tmp_path / "bad.txt")), "bad.txt: not UTF-8"),
+        "unknown optimizer": (dict(optimizer="lion"), "unknown optimizer"),
+        "unknown schedule": (dict(lr_schedule="linear"), "unknown lr_schedule"),
+        "learning rate 0": (dict(learning_rate=0), "learning_rate"),
+        "negative learning rate": (dict(learning_rate=-1e-3), "learning_rate"),
+        "steps 0": (dict(steps=0), "steps must be"),
+        "restore_from nothing": (dict(restore_from=str(tmp_path / "nothing")), "no model or run folder"),
+        "other hyperparameters": (dict(model_dir=str(other), restore_from="fresh"), "other hyperparameters"),
+        "other hyperparameters from scratch": (dict(n_layer=3), "other hyperparameters"),
+    }
+    for name, (change, message) in cases.items():
+        with pytest.raises(cli.user_errors()) as info:
+            train(**{**base, **change})
+        text = str(info.value)
+        print(f"{name}: error: {text}")
+        assert message in text and len(text.splitlines()) == 1, name
+        assert snapshot(run) == before, f"{name}: the run folder changed"
+    # out of memory: the message says which flags help, and nothing is written
+    from gpt2_torch.train import Trainer
+
+    def oom(self, tokens):
+        raise MemoryError()
+
+    original, Trainer.forward_backward = Trainer.forward_backward, oom
+    try:
+        with pytest.raises(cli.UsageError, match="--memory_saving_gradients"):
+            train(**{**base, "run_name": "oom"})
+    finally:
+        Trainer.forward_backward = original
+    assert not (ckpt / "oom").exists()
+    # and through the CLI: one line on stderr, exit status 2, no traceback
+    r = run_train("--dataset", tmp_path / "bad.txt", "--model_dir", model, "--run_name", "r",
+                  "--checkpoint_dir", ckpt, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "bad.txt" in r.stderr, r.stderr
+    assert snapshot(run) == before
