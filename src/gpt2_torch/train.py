@@ -35,7 +35,7 @@ def named_parameters(model: GPT2) -> Dict[str, torch.nn.Parameter]:
 
 
 def to_checkpoint_shape(name: str, a: torch.Tensor, shapes: Mapping[str, tuple]) -> np.ndarray:
-    return a.detach().float().cpu().numpy().reshape(shapes[name])
+    return a.detach().float().cpu().numpy().reshape(shapes[name]).copy()  # never a view of the live tensor
 
 
 def gradients(model: GPT2, tokens: np.ndarray) -> Tuple[float, Dict[str, np.ndarray]]:
