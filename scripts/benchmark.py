@@ -498,7 +498,7 @@ def save_plot(res: Dict[str, Any], path: str) -> None:
 
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
-              json=False, plot=None, device="cpu"):
+              json=False, plot=None, device="cpu", train=False, train_batch=2, train_context=256):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -519,6 +519,10 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         json: Print one JSON object on stdout instead of the table.
         plot: Save a bar chart (PNG) to this path (needs matplotlib).
         device: cpu (default), cuda or cuda:N.
+        train: Also measure training (see gpt2_common.train.benchmark): tokens/s and peak memory of
+            a fwd+bwd+AdamW step, with and without gradient checkpointing, for each backend and hf.
+        train_batch: Batch of the training rows.
+        train_context: Tokens per sequence of the training rows.
     """
     from gpt2_common.hparams import MODEL_SHAPES, load_hparams
 
@@ -598,6 +602,13 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         machine["blas"] = "; ".join([machine["blas"]] + [r.pop("blas") for r in rows.values() if "blas" in r])
         machine["threads"] = threads or "framework defaults"
         encoder = encoder_speeds(vocab, repeats, notes)
+        training = None
+        if as_bool(train, "train"):  # training rows (gpt2_common.train.benchmark)
+            from gpt2_common.train.benchmark import format_training, training_rows
+
+            (tb,), (tc,) = int_list(train_batch, "train_batch"), int_list(train_context, "train_context")
+            training = training_rows(spec["model_dir"], names + (["hf"] if hf else []), tb, tc, device=device, log=log)
+            notes.append(format_training(training, tb, tc))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -610,7 +621,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
            "limit_tokens_per_s": limit, "backends": rows, "encoder": encoder,
            "targets": evaluate_targets(rows, 1024 if 1024 in prefill_T else max(prefill_T), str(b0)),
            "prefill_lengths": prefill_T, "batch_sizes": batches, "notes": notes,
-           "total_s": time.perf_counter() - started}
+           "training": training, "total_s": time.perf_counter() - started}
     print(_json.dumps(res, indent=2) if json else format_report(res), flush=True)
     if plot is not None:
         save_plot(res, plot)
