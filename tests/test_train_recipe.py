@@ -54,7 +54,7 @@ def test_pydoc_topics_from_scratch(tmp_path, vocab_dir):
     val_loss = float(np.mean([trainer.eval_loss(b) for b in val_sampler.eval_batches(8)]))
     print(f"pydoc topics, {STEPS} steps in {time.perf_counter() - t0:.1f} s: validation loss {val_loss:.3f} "
           f"nats/token vs unigram cross-entropy {baseline:.3f}")
-    assert val_loss < baseline - 0.3
+    assert val_loss < baseline - 0.25  # measured: 5.338 vs 5.697
 
 
 STEPS = 80  # 80 x 8 x 32 tokens

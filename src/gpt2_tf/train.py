@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Mapping, Tuple
 import numpy as np
 import tensorflow as tf
 
+from gpt2_common.train.loop import TrainerState
 from gpt2_common.train.optim import OptimConfig, decays
 from gpt2_common.weights import expected_shapes
 
@@ -73,7 +74,7 @@ def use_gradient_checkpointing(model: GPT2) -> None:
     model.h = [b if isinstance(b, _Recompute) else _Recompute(b) for b in model.h]
 
 
-class Trainer:
+class Trainer(TrainerState):
     """Trains the variables of a loaded ``TFGPT2`` in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
@@ -146,18 +147,12 @@ class Trainer:
         with tf.device(self.device):
             return float(self._apply(*(np.float32(x) for x in (micro_batches, lr, c1, c2))))
 
-    # ---- state as numpy, keyed by checkpoint names (shapes as in the checkpoint) ----
-    def weights(self) -> Dict[str, np.ndarray]:
-        """Every model variable (trained or not), as in the checkpoint."""
-        return {n: to_checkpoint_shape(n, v, self.shapes) for n, v in named_variables(self.model).items()}
+    # ---- state as numpy (TrainerState), keyed by checkpoint names, shaped as in the checkpoint ----
+    def _numpy(self, name: str, tensor) -> np.ndarray:
+        return to_checkpoint_shape(name, tensor, self.shapes)
 
-    def optimizer_state(self) -> Dict[str, np.ndarray]:
-        """``m/<name>`` and ``v/<name>`` for each trainable variable."""
-        out = {}
-        for n in self.names:
-            out["m/" + n] = to_checkpoint_shape(n, self.m[n], self.shapes)
-            out["v/" + n] = to_checkpoint_shape(n, self.v[n], self.shapes)
-        return out
+    def _all_variables(self):
+        return named_variables(self.model)
 
     def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         for n in self.names:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from gpt2_common.train.loop import TrainerState
 from gpt2_common.train.optim import OptimConfig, decays
 from gpt2_common.weights import expected_shapes
 
@@ -72,7 +73,7 @@ def use_gradient_checkpointing(model: GPT2) -> None:
         block.forward = forward
 
 
-class Trainer:
+class Trainer(TrainerState):
     """Trains the parameters of a loaded ``TorchGPT2`` in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
@@ -134,18 +135,12 @@ class Trainer:
             self.acc[n].zero_()
         return float(norm)
 
-    # ---- state as numpy, keyed by checkpoint names (shapes as in the checkpoint) ----
-    def weights(self) -> Dict[str, np.ndarray]:
-        """Every model variable (trained or not), as in the checkpoint."""
-        return {n: to_checkpoint_shape(n, p, self.shapes) for n, p in named_parameters(self.model).items()}
+    # ---- state as numpy (TrainerState), keyed by checkpoint names, shaped as in the checkpoint ----
+    def _numpy(self, name: str, tensor) -> np.ndarray:
+        return to_checkpoint_shape(name, tensor, self.shapes)
 
-    def optimizer_state(self) -> Dict[str, np.ndarray]:
-        """``m/<name>`` and ``v/<name>`` for each trainable variable."""
-        out = {}
-        for n in self.names:
-            out["m/" + n] = to_checkpoint_shape(n, self.m[n], self.shapes)
-            out["v/" + n] = to_checkpoint_shape(n, self.v[n], self.shapes)
-        return out
+    def _all_variables(self):
+        return named_parameters(self.model)
 
     @torch.no_grad()
     def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:

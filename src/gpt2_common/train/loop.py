@@ -45,6 +45,34 @@ class LoopConfig:
     stop_after: int = 0  # train at most this many steps in this call, then save (0: to the end)
 
 
+class TrainerState:
+    """What both backends' trainers share: their state as numpy, keyed by checkpoint names and
+    shaped as in the checkpoint. Subclasses set ``names`` (the trainable variables), ``m``, ``v``
+    and implement ``_numpy(name, tensor)`` and ``_all_variables()``."""
+
+    names: List[str]
+    m: Dict[str, Any]
+    v: Dict[str, Any]
+
+    def _numpy(self, name: str, tensor: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _all_variables(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def weights(self) -> Dict[str, np.ndarray]:
+        """Every model variable (trained or not), as in the checkpoint."""
+        return {n: self._numpy(n, t) for n, t in self._all_variables().items()}
+
+    def optimizer_state(self) -> Dict[str, np.ndarray]:
+        """``m/<name>`` and ``v/<name>`` for each trainable variable."""
+        out = {}
+        for n in self.names:
+            out["m/" + n] = self._numpy(n, self.m[n])
+            out["v/" + n] = self._numpy(n, self.v[n])
+        return out
+
+
 class Interrupted(Exception):
     """Ctrl-C during training; the run was saved at ``step``."""
 
