@@ -209,3 +209,17 @@ def test_memory_saving_and_only_transformer_layers(make_model_dir, backend):
     for n in plain:
         changed = not np.array_equal(only[n], start[n])
         assert changed == n.startswith("model/h"), n
+
+
+def test_benchmark_training_rows(make_model_dir):
+    """The benchmark's training rows run (torch, with and without checkpointing) and format."""
+    from gpt2_common.train.benchmark import format_training, training_rows
+
+    rows = training_rows(str(make_model_dir("tiny")), ["torch"], batch=2, context=16, steps=1, log=lambda m: None)
+    assert set(rows) == {"torch", "torch +ckpt"}
+    for key, row in rows.items():
+        assert "error" not in row, (key, row)
+        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
+    text = format_training(rows, 2, 16)
+    print(text)
+    assert "torch +ckpt" in text
