@@ -118,6 +118,10 @@ def test_resume_equals_straight_run(tmp_path, make_model_dir, data_file, backend
     # the run folder is a model folder for the other backend too: logits parity
     run = tmp_path / "checkpoint" / "resumed"
     assert (run / "checkpoint").read_text().startswith('model_checkpoint_path: "model-20"')
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run))  # TensorFlow's own reader finds the latest save
+    np.testing.assert_array_equal(reader.get_tensor("model/h1/mlp/c_fc/w"), b["model/h1/mlp/c_fc/w"])
     tokens = np.random.default_rng(0).integers(0, 50257, (2, 40))
     report(f"[{backend}-trained] tf vs torch logits", load_model("tf", run, device="cpu").logits(tokens),
            load_model("torch", run, device="cpu").logits(tokens), 1e-4)
