@@ -21,7 +21,6 @@ from ..cli import UsageError
 from ..constants import EOT_TOKEN, VOCAB_FILES
 from ..hparams import HParams, MODEL_SHAPES, load_hparams
 from .data import BatchSampler, DataError, load_tokens, split_documents, validation_path
-from .loop import LoopConfig, train_loop
 from .optim import LR_SCHEDULES, OPTIMIZERS, OptimConfig, transformer_layer
 from .run import RunFolder, initial_weights
 
