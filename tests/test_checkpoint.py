@@ -70,10 +70,7 @@ def _crc_bitwise(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-@pytest.mark.parametrize("backend", ["default", "numpy"])
-def test_crc32c_matches_reference(monkeypatch, backend):
-    if backend == "numpy":
-        monkeypatch.setattr(ckpt, "_google_crc32c", None)
+def test_crc32c_matches_reference():
     assert crc32c(b"123456789") == 0xE3069283  # the standard check value
     assert crc32c(b"") == 0
     rng = np.random.default_rng(1)
@@ -81,16 +78,11 @@ def test_crc32c_matches_reference(monkeypatch, backend):
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert crc32c(data) == _crc_bitwise(data), n
         assert crc32c(data[n // 3:], crc32c(data[:n // 3])) == crc32c(data), n
-    big = rng.integers(0, 256, 3_000_017, dtype=np.uint8)
+    # an array counts by its raw bytes, also when longer than one 16 MiB chunk and non-contiguous
+    big = rng.integers(0, 256, (1 << 24) + 3_000_017, dtype=np.uint8)
     assert crc32c(big) == crc32c(big[1_000_000:], crc32c(big[:1_000_000].tobytes()))
-
-
-def test_numpy_crc_agrees_with_google_crc32c(monkeypatch):
-    google = pytest.importorskip("google_crc32c")
-    data = np.random.default_rng(5).integers(0, 256, 5_000_011, dtype=np.uint8)
-    monkeypatch.setattr(ckpt, "_google_crc32c", None)
-    assert crc32c(data) == google.value(data.tobytes())
-    assert crc32c(data[:77_777], 0x1234) == google.extend(0x1234, data[:77_777].tobytes())
+    words = rng.integers(0, 2**31, (64, 33), dtype=np.int32)
+    assert crc32c(words[:, ::2]) == crc32c(np.ascontiguousarray(words[:, ::2]).tobytes())
 
 
 # ---------------------------------------------------------------------------- TF -> our reader
@@ -205,18 +197,6 @@ def test_round_trip_without_tf(tmp_path):
     subset = read_checkpoint(prefix + ".index", names=["i32", "model/wte"])
     assert list(subset) == ["i32", "model/wte"]
     assert read_checkpoint(prefix, names="f64")["f64"].shape == (7,)
-
-
-def test_numpy_crc_fallback_reads_and_detects(tmp_path, monkeypatch):
-    monkeypatch.setattr(ckpt, "_google_crc32c", None)
-    tensors = {"a": np.random.default_rng(3).standard_normal((300, 77)).astype(np.float32)}
-    prefix = write_checkpoint(tmp_path, tensors)
-    monkeypatch.undo()  # what the numpy crc wrote, the default implementation accepts
-    _assert_same(read_checkpoint(prefix), tensors)
-    _flip(prefix + ".data-00000-of-00001", 5000)
-    monkeypatch.setattr(ckpt, "_google_crc32c", None)
-    with pytest.raises(CheckpointError, match="crc32c mismatch"):
-        read_checkpoint(prefix)
 
 
 # ----------------------------------------------------------------------- corruption & messages
@@ -402,6 +382,5 @@ def test_read_speed_100mb(tmp_path):
     for verify in (True, False):
         start = time.perf_counter()
         got = read_checkpoint(tmp_path, verify=verify)
-        print(f"\nread 100 MB, verify={verify}: {time.perf_counter() - start:.3f} s "
-              f"(crc32c: {'google_crc32c' if ckpt._google_crc32c else 'numpy'})")
+        print(f"\nread 100 MB, verify={verify}: {time.perf_counter() - start:.3f} s")
     assert np.array_equal(got["model/h3/w"], weights["model/h3/w"])

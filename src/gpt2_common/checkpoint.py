@@ -25,23 +25,14 @@ Format, for prefix P (e.g. ``models/124M/model.ckpt``)::
 """
 from __future__ import annotations
 
-import functools
-import math
 import os
 import re
 import struct
 import tempfile
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+import google_crc32c
 import numpy as np
-
-try:  # hardware CRC-32C; the numpy fallback below is correct but slower (~0.5 GB/s)
-    import google_crc32c as _google_crc32c
-
-    if getattr(_google_crc32c, "implementation", "c") != "c":  # its pure-Python mode is slower than ours
-        _google_crc32c = None
-except ImportError:  # pragma: no cover - depends on the environment
-    _google_crc32c = None
 
 __all__ = ["CheckpointError", "crc32c", "list_variables", "read_checkpoint",
            "resolve_checkpoint_prefix", "write_checkpoint"]
@@ -54,90 +45,8 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------------- CRC-32C
-_POLY, _MASK_DELTA, _MAGIC = 0x82F63B78, 0xA282EAD8, 0xDB4775248B80FB57
-_TABLE = []
-for _b in range(256):
-    for _ in range(8):
-        _b = (_b >> 1) ^ (_POLY if _b & 1 else 0)
-    _TABLE.append(_b)
-
-
-def _apply(cols: Sequence[int], v: int) -> int:
-    """Apply a GF(2)-linear map on 32-bit registers, given by the images of the 32 unit vectors."""
-    r, j = 0, 0
-    while v:
-        if v & 1:
-            r ^= cols[j]
-        v, j = v >> 1, j + 1
-    return r
-
-
-@functools.lru_cache(maxsize=None)
-def _zero_powers() -> Tuple[Tuple[int, ...], ...]:
-    """powers[k]: the map 'feed 2**k zero bytes' on a CRC register (no pre/post inversion)."""
-    p = tuple(_TABLE[(1 << j) & 0xFF] ^ ((1 << j) >> 8) for j in range(32))
-    powers = [p]
-    for _ in range(47):
-        p = tuple(_apply(p, c) for c in p)
-        powers.append(p)
-    return tuple(powers)
-
-
-def _feed_zeros(reg: int, nbytes: int) -> int:
-    """The raw CRC register after feeding ``nbytes`` zero bytes, in O(log n)."""
-    for p in _zero_powers():
-        if not nbytes:
-            break
-        if nbytes & 1:
-            reg = _apply(p, reg)
-        nbytes >>= 1
-    return reg
-
-
-@functools.lru_cache(maxsize=None)
-def _lane_tables(lanes: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Lookup tables of 'feed 4*lanes zero bytes' for the low and high 16 bits of a register."""
-    cols = [_feed_zeros(1 << j, 4 * lanes) for j in range(32)]
-    idx = np.arange(65536, dtype=np.uint32)
-    lo, hi = np.zeros(65536, np.uint32), np.zeros(65536, np.uint32)
-    for j in range(16):
-        bit = ((idx >> j) & 1).astype(bool)
-        lo[bit] ^= np.uint32(cols[j])
-        hi[bit] ^= np.uint32(cols[j + 16])
-    return lo, hi
-
-
-def _raw_crc(data: np.ndarray) -> int:
-    """CRC register (start 0, no inversion) of uint8 ``data``, vectorised with numpy.
-
-    The data is cut into rows of ``lanes`` little-endian words; lane k accumulates
-    s = G(s) ^ row[k] where G feeds one row's worth of zeros.  Word k of the final state then
-    still has to be shifted past the words after it, which is exactly the CRC of the state
-    written out as bytes (computed recursively); a short tail is combined the same way.
-    """
-    n = data.size
-    if n < 512:
-        reg = 0
-        for b in data.tobytes():
-            reg = _TABLE[(reg ^ b) & 0xFF] ^ (reg >> 8)
-        return reg
-    lanes = 1 << min(12, int(math.log2(n / 4) / 2))
-    nrows = n // (4 * lanes)
-    body = nrows * 4 * lanes
-    rows = data[:body].view("<u4").reshape(nrows, lanes)
-    lo, hi = _lane_tables(lanes)
-    s, t, u = rows[0].astype(np.uint32), np.empty(lanes, np.uint32), np.empty(lanes, np.uint32)
-    for i in range(1, nrows):
-        np.bitwise_and(s, 0xFFFF, out=t)
-        np.right_shift(s, 16, out=s)
-        np.take(lo, t, out=u)
-        np.take(hi, s, out=t)
-        np.bitwise_xor(u, t, out=s)
-        np.bitwise_xor(s, rows[i], out=s)
-    reg = _raw_crc(s.astype("<u4").view(np.uint8))
-    if body < n:
-        reg = _feed_zeros(reg, n - body) ^ _raw_crc(data[body:])
-    return reg
+_MASK_DELTA, _MAGIC = 0xA282EAD8, 0xDB4775248B80FB57
+_CRC_CHUNK = 1 << 24  # google_crc32c takes only bytes: copy 16 MiB at a time
 
 
 def _as_bytes(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> np.ndarray:
@@ -147,14 +56,13 @@ def _as_bytes(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> np.ndarr
 
 
 def crc32c(data: Union[bytes, bytearray, memoryview, np.ndarray], crc: int = 0) -> int:
-    """CRC-32C of ``data`` (an array counts by its raw bytes), continuing from ``crc``."""
+    """CRC-32C of ``data`` (an array counts by its raw bytes), continuing from ``crc``.
+
+    ``google-crc32c`` (a required dependency: hardware CRC-32C, ~10 GB/s) does the work."""
     buf = _as_bytes(data)
-    if _google_crc32c is not None:
-        step = 1 << 24  # it only takes bytes: copy 16 MiB at a time
-        for i in range(0, buf.size, step):
-            crc = _google_crc32c.extend(crc, buf[i:i + step].tobytes())
-        return crc
-    return _feed_zeros(crc ^ 0xFFFFFFFF, buf.size) ^ _raw_crc(buf) ^ 0xFFFFFFFF
+    for i in range(0, buf.size, _CRC_CHUNK):
+        crc = google_crc32c.extend(crc, buf[i:i + _CRC_CHUNK].tobytes())
+    return crc
 
 
 def _mask(crc: int) -> int:
