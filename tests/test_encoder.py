@@ -308,6 +308,20 @@ def test_bad_vocab_bpe(vocab_copy, line, words):
     assert words in msg and "vocab.bpe" in msg
 
 
+@pytest.mark.parametrize("keep", [1, 2, 40000, 50000])
+def test_vocab_bpe_cut_at_a_line_boundary(vocab_copy, keep):
+    """A vocab.bpe cut after a whole line used to load and tokenize differently ("hell" + "o")."""
+    lines = (vocab_copy / "vocab.bpe").read_text(encoding="utf-8").rstrip("\n").split("\n")
+    assert len(lines) == 50001  # header + 50000 merges
+    (vocab_copy / "vocab.bpe").write_text("\n".join(lines[:keep]) + "\n", encoding="utf-8")
+    with pytest.raises(EncoderError) as err:
+        load_encoder(vocab_copy)
+    assert _one_line(err).endswith(f"{keep - 1} merges but {vocab_copy / 'encoder.json'} has 50257 "
+                                   "tokens (expected 256 + merges + 1 = "
+                                   f"{256 + keep - 1 + 1}): a file is truncated or from another "
+                                   "vocabulary")
+
+
 def test_copied_files_load_and_header_is_optional(vocab_copy, enc):
     assert load_encoder(str(vocab_copy)).bpe_ranks == enc.bpe_ranks
     text = (vocab_copy / "vocab.bpe").read_text(encoding="utf-8")
