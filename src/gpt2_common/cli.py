@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, List, NoReturn, Optional, Sequence, TextIO, Tuple
@@ -252,6 +251,7 @@ def missing_model_files(model_dir: str) -> List[str]:
 
     The checkpoint counts as present when there is a ``checkpoint`` file or any ``*.index``
     (fine-tuned models use other prefixes); whether it reads is the checkpoint reader's call.
+    A file with a ``.part`` (an interrupted download) is missing, so the download resumes.
     """
     if not os.path.isdir(model_dir):
         return list(MODEL_FILES)
@@ -259,7 +259,8 @@ def missing_model_files(model_dir: str) -> List[str]:
     missing = [f for f in ("hparams.json",) + VOCAB_FILES if f not in have]
     if "checkpoint" not in have and not any(f.endswith(".index") for f in have):
         missing += list(CHECKPOINT_FILES)
-    return sorted(missing)
+    missing += [f for f in MODEL_FILES if f + ".part" in have and f not in have]
+    return sorted(set(missing))
 
 
 def missing_model_message(model_dir: str, name: Optional[str], missing: Sequence[str],
@@ -277,8 +278,10 @@ def ensure_model_files(model_dir: str, name: Optional[str], download: bool = Tru
                        err: Optional[TextIO] = None) -> None:
     """Make sure ``model_dir`` has the model files, downloading a released model if allowed.
 
-    On a failed download, everything this call created is removed again and a one-line
-    :class:`UsageError` says what to place where.
+    A failed or interrupted download keeps what :func:`gpt2_common.download.download_model`
+    keeps: complete (checked) files and a ``.part`` file, which the next run resumes (folders are
+    removed only if they were created and stayed empty). A one-line :class:`UsageError` says what
+    to place where.
     """
     err = err or sys.stderr
     missing = missing_model_files(model_dir)
@@ -289,34 +292,14 @@ def ensure_model_files(model_dir: str, name: Optional[str], download: bool = Tru
     from .download import DownloadError, download_model
 
     models_dir = os.path.dirname(model_dir) or "."
-    created = [d for d in (models_dir, model_dir) if not os.path.exists(d)]
-    before = set(os.listdir(model_dir)) if os.path.isdir(model_dir) else set()
     print(f"model {name} not found in {model_dir}; downloading it ...", file=err, flush=True)
     try:
         download_model(name, models_dir, files=tuple(missing), progress=isatty(err))
     except DownloadError as e:
-        _remove_new(model_dir, before, created)
         raise UsageError(missing_model_message(model_dir, name, missing, _one_line(e))) from None
-    except BaseException:
-        _remove_new(model_dir, before, created)
-        raise
     still = missing_model_files(model_dir)
     if still:
         raise UsageError(missing_model_message(model_dir, name, still))
-
-
-def _remove_new(model_dir: str, before: set, created: List[str]) -> None:
-    """Undo a failed download: remove files (and folders) that were not there before it."""
-    try:
-        if os.path.isdir(model_dir):
-            for f in set(os.listdir(model_dir)) - before:
-                p = os.path.join(model_dir, f)
-                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
-        for d in reversed(created):  # innermost first; only if empty
-            if os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-    except OSError:
-        pass
 
 
 def default_length(n_ctx: int, length: Optional[int], unconditional: bool) -> int:
