@@ -22,8 +22,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
-from .constants import (BACKENDS, CHECKPOINT_FILES, EOT_TOKEN, MODEL_FILES, MODEL_NAMES,  # noqa: F401
-                        OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
+from .constants import (BACKENDS, CHECKPOINT_FILES, DTYPES, EOT_TOKEN, MODEL_FILES,  # noqa: F401
+                        MODEL_NAMES, OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
 
 PLACE_HINT = "checkpoint, encoder.json, hparams.json, model.ckpt.* and vocab.bpe"
 
@@ -115,6 +115,13 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def check_dtype(dtype: Any) -> str:
+    """Return ``dtype`` if it is one of :data:`~gpt2_common.constants.DTYPES`; UsageError otherwise."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def check_device(device: Optional[str]) -> Optional[str]:
     """``None`` (the backend's default), ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``gpu:N``.
 
@@ -173,6 +180,7 @@ class SamplingFlags:
 
     backend: str
     device: Optional[str]
+    dtype: str
     seed: Optional[int]
     nsamples: int
     batch_size: int
@@ -192,7 +200,8 @@ class SamplingFlags:
 
 def check_sampling_flags(*, backend: Any, device: Any, seed: Any, nsamples: Any, batch_size: Any,
                          length: Any, temperature: Any, top_k: Any, top_p: Any, top_p_mode: Any,
-                         stop_at_endoftext: Any, download: Any, min_nsamples: int) -> SamplingFlags:
+                         stop_at_endoftext: Any, download: Any, min_nsamples: int,
+                         dtype: Any = "float32") -> SamplingFlags:
     """Check every sampling flag (one-line :class:`UsageError` for the first bad one)."""
     check_backend(backend)
     if batch_size is None:  # the original accepted None for 1
@@ -202,6 +211,7 @@ def check_sampling_flags(*, backend: Any, device: Any, seed: Any, nsamples: Any,
     flags = SamplingFlags(
         backend=backend,
         device=check_device(device),
+        dtype=check_dtype(dtype),
         seed=check_int("seed", seed, 0, allow_none=True),
         nsamples=check_int("nsamples", nsamples, min_nsamples),
         batch_size=check_int("batch_size", batch_size, 1),
@@ -334,7 +344,8 @@ class Loaded:
         """Load the weights with the chosen backend (imports TensorFlow or PyTorch)."""
         from .interface import load_model
 
-        return load_model(self.flags.backend, self.model_dir, device=self.flags.device)
+        return load_model(self.flags.backend, self.model_dir, device=self.flags.device,
+                          dtype=self.flags.dtype)
 
 
 def prepare_model(flags: SamplingFlags, *, model_name: Any, models_dir: Any, model_dir: Any,
