@@ -18,12 +18,13 @@ import pytest
 import gpt2_common.checkpoint as ckpt
 from gpt2_common.checkpoint import (CheckpointError, crc32c, list_variables, read_checkpoint,
                                     resolve_checkpoint_prefix, write_checkpoint)
+from conftest import need
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _tf():
-    tf = pytest.importorskip("tensorflow")
+    tf = need("tensorflow")
     return tf
 
 
@@ -86,7 +87,7 @@ def test_crc32c_matches_reference(monkeypatch, backend):
 
 
 def test_numpy_crc_agrees_with_google_crc32c(monkeypatch):
-    google = pytest.importorskip("google_crc32c")
+    google = need("google_crc32c")
     data = np.random.default_rng(5).integers(0, 256, 5_000_011, dtype=np.uint8)
     monkeypatch.setattr(ckpt, "_google_crc32c", None)
     assert crc32c(data) == google.value(data.tobytes())

@@ -12,6 +12,7 @@ import regex
 
 from gpt2_common.encoder import (ENDOFTEXT, EOT, Encoder, EncoderError, bytes_to_unicode,
                                  get_encoder, load_encoder)
+from conftest import need
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def enc(vocab_dir) -> Encoder:
 @pytest.fixture(scope="module")
 def tk(enc):
     """tiktoken's encoder built from the same encoder.json (no network)."""
-    pytest.importorskip("tiktoken")
+    need("tiktoken")
     return enc.tiktoken()
 
 
@@ -212,7 +213,7 @@ def test_encode_batch(enc):
 
 
 def test_decode_accepts_iterables_and_numpy(enc):
-    np = pytest.importorskip("numpy")
+    np = need("numpy")
     ids = enc.encode("Hello world, the dog")
     assert enc.decode(np.array(ids)) == "Hello world, the dog"
     assert enc.decode(np.array(ids, dtype=np.int32).tolist()) == "Hello world, the dog"
