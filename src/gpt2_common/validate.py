@@ -38,7 +38,7 @@ def check_download(name: str, path: str, folder: str) -> None:
         try:
             load_hparams(path)
         except HParamsError as e:
-            raise InvalidFile(str(e).replace(path, name, 1)) from None
+            raise InvalidFile(str(e).replace(f"{path}: ", "", 1)) from None
     elif name.endswith(".json"):
         _check_json_lines(path, whole=True)
     elif name.endswith(".jsonl"):
