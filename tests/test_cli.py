@@ -405,7 +405,8 @@ def test_missing_model_offline(tmp_path):
 # -- every script from a checkout that is not installed; --dtype ----------------------------------
 
 SCRIPT_ERRORS = {  # a flag error each script reports before loading anything
-    "score": (["hi", "--dtype", "float64"], "error: unknown dtype 'float64': choose one of float32, bfloat16, float16"),
+    "score": (["hi", "--dtype", "float64"],
+              "error: unknown dtype 'float64': choose one of float32, bfloat16, float16"),
     "detect": (["--dtype", "float64"], "error: unknown dtype 'float64'"),
     INTERACTIVE: (["--dtype", "float64"], "error: unknown dtype 'float64'"),
     UNCONDITIONAL: (["--dtype", "float16x"], "error: unknown dtype 'float16x'"),
@@ -476,11 +477,10 @@ def test_dtype_flag_is_checked_and_reaches_load_model(script, model, tmp_path, m
     mod = _script(script)
     for f in ("real", "fake"):
         (tmp_path / f"{f}.jsonl").write_text('{"text": "Some text."}\n')
+    real, fake = str(tmp_path / "real.jsonl"), str(tmp_path / "fake.jsonl")
     call = {
         "score": lambda **kw: mod.score("The dog", **kw),
-        "detect": lambda **kw: mod.detect(real_valid=str(tmp_path / "real.jsonl"), real_test=str(tmp_path / "real.jsonl"),
-                                          fake_valid=str(tmp_path / "fake.jsonl"), fake_test=str(tmp_path / "fake.jsonl"),
-                                          **kw),
+        "detect": lambda **kw: mod.detect(real_valid=real, real_test=real, fake_valid=fake, fake_test=fake, **kw),
         INTERACTIVE: lambda **kw: mod.interact_model(**kw),
         UNCONDITIONAL: lambda **kw: mod.sample_model(**kw),
     }[script]

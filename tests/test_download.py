@@ -330,6 +330,20 @@ def test_sampling_cli_download_keeps_part_and_resumes(server, tmp_path, monkeypa
     assert server.requests == [(f"/124M/{DATA}", f"bytes={len(server.files[f'/124M/{DATA}'])}-")]
 
 
+def test_sampling_cli_download_stopped_before_the_data_resumes(server, tmp_path, monkeypatch):
+    """Stopped after the index and before any data arrived: the folder must not count as complete."""
+    from gpt2_common import cli
+
+    monkeypatch.setenv("GPT2_MODELS_URL", server.url)
+    model_dir = tmp_path / "models" / "124M"
+    download_model("124M", str(tmp_path / "models"), files=[f for f in MODEL_FILES if f != DATA],
+                   base_url=server.url, progress=False)
+    assert cli.missing_model_files(str(model_dir)) == [DATA]
+    cli.ensure_model_files(str(model_dir), "124M", err=open(os.devnull, "w"))
+    assert final_files(model_dir) == sorted(MODEL_FILES)
+    assert cli.missing_model_files(str(model_dir)) == []
+
+
 def test_rerun_skips_complete_files(server, tmp_path):
     download_model("124M", str(tmp_path), base_url=server.url, progress=False)
     server.requests.clear()

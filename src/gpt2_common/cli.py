@@ -261,7 +261,9 @@ def missing_model_files(model_dir: str) -> List[str]:
 
     The checkpoint counts as present when there is a ``checkpoint`` file or any ``*.index``
     (fine-tuned models use other prefixes); whether it reads is the checkpoint reader's call.
-    A file with a ``.part`` (an interrupted download) is missing, so the download resumes.
+    A file with a ``.part`` (an interrupted download) is missing, so the download resumes, and so
+    is the data of a ``model.ckpt.index`` without any ``model.ckpt.data-*`` (a download stopped
+    between the two).
     """
     if not os.path.isdir(model_dir):
         return list(MODEL_FILES)
@@ -270,6 +272,9 @@ def missing_model_files(model_dir: str) -> List[str]:
     if "checkpoint" not in have and not any(f.endswith(".index") for f in have):
         missing += list(CHECKPOINT_FILES)
     missing += [f for f in MODEL_FILES if f + ".part" in have and f not in have]
+    if "model.ckpt.index" in have and not any(f.startswith("model.ckpt.data-") and not f.endswith(".part")
+                                              for f in have):
+        missing += [f for f in CHECKPOINT_FILES if f.startswith("model.ckpt.data-")]
     return sorted(set(missing))
 
 
