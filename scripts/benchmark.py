@@ -30,11 +30,10 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-try:
-    from gpt2_common import cli
-except ImportError:  # run from a checkout that is not installed: use its src/
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
-    from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 from gpt2_common.cli import UsageError
 

@@ -11,7 +11,10 @@
 """
 import json as _json
 
-from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 METHODS = ("logprob", "tfidf")
 
@@ -19,7 +22,8 @@ METHODS = ("logprob", "tfidf")
 def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, fake_test=None,
            real_train=None, fake_train=None, data_dir=None, source=None, real_source='webtext',
            limit=None, max_tokens=256, stride=None, prepend_eot=True, backend='torch', device=None,
-           model_name='124M', models_dir='models', model_dir=None, output=None, download=True):
+           model_name='124M', models_dir='models', model_dir=None, output=None, download=True,
+           dtype='float32'):
     """Train/calibrate a detector on real vs generated .jsonl files and print its accuracy as JSON.
 
     Labels: documents from the real files (WebText) are 0, from the generated ("fake") files 1.
@@ -65,6 +69,7 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
         model_dir: Path of a model folder, used instead of models_dir/model_name.
         output: Also write the JSON to this file.
         download: Download a missing released model (--nodownload: just report it).
+        dtype: logprob: compute dtype: float32 (default), bfloat16 or float16.
     """
     from gpt2_common import research
 
@@ -76,6 +81,7 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
     if method == "logprob":  # checked before any file is read or model loaded
         cli.check_backend(backend)
         device = cli.check_device(device)
+        dtype = cli.check_dtype(dtype)
         max_tokens = cli.check_int("max_tokens", max_tokens, 0, allow_none=True) or None
         stride = cli.check_int("stride", stride, 1, allow_none=True)
         prepend_eot = cli.check_flag("prepend_eot", prepend_eot)
@@ -92,7 +98,7 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
             result = research.tfidf_baseline(data["train"], data["valid"], data["test"], source=source)
         else:
             result = _logprob(research, data, source, max_tokens, stride, prepend_eot, backend, device,
-                              model_name, models_dir, model_dir, download)
+                              dtype, model_name, models_dir, model_dir, download)
     except research.ResearchError as e:
         raise cli.UsageError(str(e)) from None
     text = _json.dumps(result)
@@ -130,8 +136,8 @@ def _paths(splits, given, data_dir, source, real_source):
     return paths
 
 
-def _logprob(research, data, source, max_tokens, stride, prepend_eot, backend, device, model_name,
-             models_dir, model_dir, download):
+def _logprob(research, data, source, max_tokens, stride, prepend_eot, backend, device, dtype,
+             model_name, models_dir, model_dir, download):
     """Load the model (after every flag and file is checked) and run the log-probability detector."""
     path, name = cli.resolve_model_dir(model_name, models_dir, model_dir)
     cli.ensure_model_files(path, name, download)
@@ -139,7 +145,7 @@ def _logprob(research, data, source, max_tokens, stride, prepend_eot, backend, d
     from gpt2_common.interface import load_model
 
     research.check_stride(stride, load_hparams(path).n_ctx)
-    model = load_model(backend, path, device=device)
+    model = load_model(backend, path, device=device, dtype=dtype)
     return research.logprob_detection(model, *data["valid"], *data["test"], source=source,
                                       max_tokens=max_tokens, stride=stride, prepend_eot=prepend_eot)
 

@@ -9,14 +9,17 @@
 import json as _json
 import sys
 
-from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 TOKEN_WIDTH = 24
 
 
 def score(text=None, file=None, backend='torch', device=None, model_name='124M', models_dir='models',
           model_dir=None, stride=None, json=False, prepend_eot=True, max_tokens=None, limit=None,
-          download=True):
+          download=True, dtype='float32'):
     """Print per-token log-probabilities (natural log) and ranks, and the totals, for a text.
 
     The text comes from the argument, from --file (plain text; a file ending in .jsonl is read as
@@ -48,11 +51,13 @@ def score(text=None, file=None, backend='torch', device=None, model_name='124M',
         max_tokens: Score only the first max_tokens tokens of each text.
         limit: For .jsonl input: score only the first limit documents.
         download: Download a missing released model (--nodownload: just report it).
+        dtype: Compute dtype: float32 (default), bfloat16 or float16.
     """
     from gpt2_common import research
 
     cli.check_backend(backend)
     device = cli.check_device(device)
+    dtype = cli.check_dtype(dtype)
     stride = cli.check_int("stride", stride, 1, allow_none=True)
     max_tokens = cli.check_int("max_tokens", max_tokens, 1, allow_none=True)
     limit = cli.check_int("limit", limit, 1, allow_none=True)
@@ -68,7 +73,7 @@ def score(text=None, file=None, backend='torch', device=None, model_name='124M',
         research.check_stride(stride, load_hparams(path).n_ctx)  # before the weights load
         from gpt2_common.interface import load_model
 
-        model = load_model(backend, path, device=device)
+        model = load_model(backend, path, device=device, dtype=dtype)
         enc = model.encoder
         cli.setup_text_streams()
         for where, record, doc in docs:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +32,8 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-@pytest.mark.skipif(not (installed("tensorflow") and installed("torch")), reason="needs both backends")
 def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
+    need("tensorflow"), need("torch")
     model_dir = make_model_dir("tiny", vocab=True)
     png = tmp_path / "bench.png"
     args = ["--model_dir", model_dir, "--backends", "tf,torch", "--prefill", "8,16", "--decode_tokens", 4,

@@ -18,12 +18,13 @@ import pytest
 import gpt2_common.checkpoint as ckpt
 from gpt2_common.checkpoint import (CheckpointError, crc32c, list_variables, read_checkpoint,
                                     resolve_checkpoint_prefix, write_checkpoint)
+from conftest import need
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _tf():
-    tf = pytest.importorskip("tensorflow")
+    tf = need("tensorflow")
     return tf
 
 
@@ -325,6 +326,20 @@ def test_entry_size_and_dtype_problems(small):
     _rewrite_index(prefix, lambda n, e: e._replace(dtype=1, shard_id=3) if n == "model/wte" else e)
     _raises(prefix, "invalid entry for 'model/wte'")
     _raises(prefix, r"variable 'nope' not in checkpoint", names=["model/wpe", "nope"])
+
+
+def test_element_count_overflowing_int64_is_a_checkpoint_error(small):
+    """(2**32, 2**32) elements wrap to 0 in int64, which matched size 0 and ended in a reshape
+    ValueError; counted with Python ints it is a CheckpointError."""
+    prefix = str(small / "model.ckpt")
+    _rewrite_index(prefix, lambda n, e: e._replace(shape=(2**32, 2**32), size=0)
+                   if n == "model/wte" else e)
+    _raises(prefix, r"'model/wte' has 0 bytes, but shape \(4294967296, 4294967296\) of float32 needs",
+            names=["model/wte"])
+    _rewrite_index(prefix, lambda n, e: e._replace(shape=(2**32, 2**32), size=0, dtype=7)  # strings
+                   if n == "model/wte" else e)
+    _raises(prefix, r"'model/wte': shape \(4294967296, 4294967296\) needs more than its 0 bytes",
+            names=["model/wte"])
 
 
 def test_bfloat16_needs_ml_dtypes(small, monkeypatch):

@@ -25,6 +25,7 @@ Format, for prefix P (e.g. ``models/124M/model.ckpt``)::
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -343,7 +344,9 @@ def _read_string_tensor(f, e: _Entry, where: str) -> Tuple[np.ndarray, int]:
     """Decode a DT_STRING tensor: varint64 lengths, masked crc32c of the lengths, the bytes."""
     f.seek(e.offset)
     buf = f.read(e.size)
-    count, pos, lengths = int(np.prod(e.shape, dtype=np.int64)), 0, []
+    count, pos, lengths = math.prod(e.shape), 0, []
+    if count > len(buf):  # each string's length takes at least one byte
+        raise CheckpointError(f"{where}: shape {e.shape} needs more than its {e.size} bytes")
     try:
         for _ in range(count):
             n, pos = _get_varint(buf, pos, "string lengths")
@@ -405,7 +408,7 @@ def read_checkpoint(path: PathLike, names: Optional[Iterable[str]] = None,
                 array, crc = _read_string_tensor(f, e, where)
             else:
                 dtype = _np_dtype(e.dtype, where)
-                count = int(np.prod(e.shape, dtype=np.int64))
+                count = math.prod(e.shape)  # Python ints: no int64 wrap-around
                 if e.size != count * dtype.itemsize:
                     raise CheckpointError(f"{where} has {e.size} bytes, but shape {e.shape} of "
                                           f"{dtype.name} needs {count * dtype.itemsize}")

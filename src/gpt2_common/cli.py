@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
-from .constants import (BACKENDS, CHECKPOINT_FILES, EOT_TOKEN, MODEL_FILES, MODEL_NAMES,  # noqa: F401
-                        OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
+from .constants import (BACKENDS, CHECKPOINT_FILES, DTYPES, EOT_TOKEN, MODEL_FILES,  # noqa: F401
+                        MODEL_NAMES, OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
 
 PLACE_HINT = "checkpoint, encoder.json, hparams.json, model.ckpt.* and vocab.bpe"
 
@@ -116,6 +115,13 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def check_dtype(dtype: Any) -> str:
+    """Return ``dtype`` if it is one of :data:`~gpt2_common.constants.DTYPES`; UsageError otherwise."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def check_device(device: Optional[str]) -> Optional[str]:
     """``None`` (the backend's default), ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``gpu:N``.
 
@@ -174,6 +180,7 @@ class SamplingFlags:
 
     backend: str
     device: Optional[str]
+    dtype: str
     seed: Optional[int]
     nsamples: int
     batch_size: int
@@ -193,7 +200,8 @@ class SamplingFlags:
 
 def check_sampling_flags(*, backend: Any, device: Any, seed: Any, nsamples: Any, batch_size: Any,
                          length: Any, temperature: Any, top_k: Any, top_p: Any, top_p_mode: Any,
-                         stop_at_endoftext: Any, download: Any, min_nsamples: int) -> SamplingFlags:
+                         stop_at_endoftext: Any, download: Any, min_nsamples: int,
+                         dtype: Any = "float32") -> SamplingFlags:
     """Check every sampling flag (one-line :class:`UsageError` for the first bad one)."""
     check_backend(backend)
     if batch_size is None:  # the original accepted None for 1
@@ -203,6 +211,7 @@ def check_sampling_flags(*, backend: Any, device: Any, seed: Any, nsamples: Any,
     flags = SamplingFlags(
         backend=backend,
         device=check_device(device),
+        dtype=check_dtype(dtype),
         seed=check_int("seed", seed, 0, allow_none=True),
         nsamples=check_int("nsamples", nsamples, min_nsamples),
         batch_size=check_int("batch_size", batch_size, 1),
@@ -252,6 +261,9 @@ def missing_model_files(model_dir: str) -> List[str]:
 
     The checkpoint counts as present when there is a ``checkpoint`` file or any ``*.index``
     (fine-tuned models use other prefixes); whether it reads is the checkpoint reader's call.
+    A file with a ``.part`` (an interrupted download) is missing, so the download resumes, and so
+    is the data of a ``model.ckpt.index`` without any ``model.ckpt.data-*`` (a download stopped
+    between the two).
     """
     if not os.path.isdir(model_dir):
         return list(MODEL_FILES)
@@ -259,7 +271,11 @@ def missing_model_files(model_dir: str) -> List[str]:
     missing = [f for f in ("hparams.json",) + VOCAB_FILES if f not in have]
     if "checkpoint" not in have and not any(f.endswith(".index") for f in have):
         missing += list(CHECKPOINT_FILES)
-    return sorted(missing)
+    missing += [f for f in MODEL_FILES if f + ".part" in have and f not in have]
+    if "model.ckpt.index" in have and not any(f.startswith("model.ckpt.data-") and not f.endswith(".part")
+                                              for f in have):
+        missing += [f for f in CHECKPOINT_FILES if f.startswith("model.ckpt.data-")]
+    return sorted(set(missing))
 
 
 def missing_model_message(model_dir: str, name: Optional[str], missing: Sequence[str],
@@ -277,8 +293,10 @@ def ensure_model_files(model_dir: str, name: Optional[str], download: bool = Tru
                        err: Optional[TextIO] = None) -> None:
     """Make sure ``model_dir`` has the model files, downloading a released model if allowed.
 
-    On a failed download, everything this call created is removed again and a one-line
-    :class:`UsageError` says what to place where.
+    A failed or interrupted download keeps what :func:`gpt2_common.download.download_model`
+    keeps: complete (checked) files and a ``.part`` file, which the next run resumes (folders are
+    removed only if they were created and stayed empty). A one-line :class:`UsageError` says what
+    to place where.
     """
     err = err or sys.stderr
     missing = missing_model_files(model_dir)
@@ -289,34 +307,14 @@ def ensure_model_files(model_dir: str, name: Optional[str], download: bool = Tru
     from .download import DownloadError, download_model
 
     models_dir = os.path.dirname(model_dir) or "."
-    created = [d for d in (models_dir, model_dir) if not os.path.exists(d)]
-    before = set(os.listdir(model_dir)) if os.path.isdir(model_dir) else set()
     print(f"model {name} not found in {model_dir}; downloading it ...", file=err, flush=True)
     try:
         download_model(name, models_dir, files=tuple(missing), progress=isatty(err))
     except DownloadError as e:
-        _remove_new(model_dir, before, created)
         raise UsageError(missing_model_message(model_dir, name, missing, _one_line(e))) from None
-    except BaseException:
-        _remove_new(model_dir, before, created)
-        raise
     still = missing_model_files(model_dir)
     if still:
         raise UsageError(missing_model_message(model_dir, name, still))
-
-
-def _remove_new(model_dir: str, before: set, created: List[str]) -> None:
-    """Undo a failed download: remove files (and folders) that were not there before it."""
-    try:
-        if os.path.isdir(model_dir):
-            for f in set(os.listdir(model_dir)) - before:
-                p = os.path.join(model_dir, f)
-                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
-        for d in reversed(created):  # innermost first; only if empty
-            if os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-    except OSError:
-        pass
 
 
 def default_length(n_ctx: int, length: Optional[int], unconditional: bool) -> int:
@@ -351,7 +349,8 @@ class Loaded:
         """Load the weights with the chosen backend (imports TensorFlow or PyTorch)."""
         from .interface import load_model
 
-        return load_model(self.flags.backend, self.model_dir, device=self.flags.device)
+        return load_model(self.flags.backend, self.model_dir, device=self.flags.device,
+                          dtype=self.flags.dtype)
 
 
 def prepare_model(flags: SamplingFlags, *, model_name: Any, models_dir: Any, model_dir: Any,

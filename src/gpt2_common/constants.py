@@ -25,3 +25,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 """The compute dtypes a model can be loaded in."""
 TOP_P_MODES = ("original", "holtzman")
 """Nucleus rules: the original release's (cumulative probability <= p) or Holtzman et al.'s."""
+
+VOCAB_SHA256 = {
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+"""SHA-256 of GPT-2's released vocabulary files (the same for every model size; tiktoken's
+``gpt2`` encoding pins the same two hashes). Downloads are checked against them."""

@@ -280,6 +280,13 @@ def load_encoder(model_dir: PathLike) -> Encoder:
             raise EncoderError(f"malformed {bpe_path} line {n}: merge {line!r} makes "
                                f"{pair[0] + pair[1]!r}, which is not in encoder.json")
         merges.append(pair)
+    # every merge makes one token: 256 byte tokens + the merges (+ <|endoftext|>) is the whole
+    # vocabulary (GPT-2: 256 + 50000 + 1 = 50257), so a file cut at a line boundary is caught here
+    expected = 256 + len(merges) + (ENDOFTEXT in encoder)
+    if expected != len(encoder):
+        raise EncoderError(f"{bpe_path} has {len(merges)} merges but {enc_path} has {len(encoder)} "
+                           f"tokens (expected 256 + merges{' + 1' if ENDOFTEXT in encoder else ''} = "
+                           f"{expected}): a file is truncated or from another vocabulary")
     return Encoder(encoder, merges)
 
 
