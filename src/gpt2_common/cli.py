@@ -252,9 +252,14 @@ def missing_model_files(model_dir: str) -> List[str]:
 
     The checkpoint counts as present when there is a ``checkpoint`` file or any ``*.index``
     (fine-tuned models use other prefixes); whether it reads is the checkpoint reader's call.
+    A Hugging Face folder (``config.json``) is left to its own reader's checks.
     """
     if not os.path.isdir(model_dir):
         return list(MODEL_FILES)
+    from .hf import hf_folder
+
+    if hf_folder(model_dir) is not None:
+        return []
     have = set(os.listdir(model_dir))
     missing = [f for f in ("hparams.json",) + VOCAB_FILES if f not in have]
     if "checkpoint" not in have and not any(f.endswith(".index") for f in have):

@@ -25,3 +25,13 @@ DTYPES = ("float32", "bfloat16", "float16")
 """The compute dtypes a model can be loaded in."""
 TOP_P_MODES = ("original", "holtzman")
 """Nucleus rules: the original release's (cumulative probability <= p) or Holtzman et al.'s."""
+
+HF_CONFIG_FILE = "config.json"
+"""A Hugging Face model folder's configuration (``GPT2Config`` fields)."""
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+"""Where a Hugging Face folder keeps its weights, in the order they are looked for."""
+HF_VOCAB_FILES = ("vocab.json", "merges.txt")
+"""Hugging Face's names for ``encoder.json`` and ``vocab.bpe`` (same contents)."""
+HF_LAYOUT, ORIGINAL_LAYOUT = "hf", "original"
+"""The two model-folder layouts the toolkit reads and writes (``gpt2_convert --to``)."""
