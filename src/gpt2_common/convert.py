@@ -135,17 +135,13 @@ def _tokenizer_config(out: str, hp: HParams) -> None:
 
 
 def _verify(out: str, to: str, hp: HParams) -> None:
-    """Read back what was written: names, shapes, hyperparameters and vocabulary."""
+    """Read back what was written: hyperparameters, tensor names and shapes."""
     if load_hparams(out) != hp:
         raise CheckpointError(f"{out}: written hyperparameters do not read back")  # pragma: no cover
     if to == HF_LAYOUT:
         HFTensors(out, hp).close()
     else:
         OriginalTensors(out, hp)
-    if all(os.path.isfile(p) for p in vocab_paths(out)):
-        from .encoder import load_encoder
-
-        load_encoder(out)
 
 
 def _check_dst(src: str, dst: str, overwrite: bool) -> None:
@@ -175,6 +171,10 @@ def convert_model(src: str, dst: str, to: Optional[str] = None, overwrite: bool 
     _check_dst(src, dst, overwrite)
     folder = hf_folder(src)
     hp = read_hf_config(folder) if layout == HF_LAYOUT else load_hparams(src)
+    if all(os.path.isfile(p) for p in vocab_paths(folder or src)):
+        from .encoder import load_encoder
+
+        load_encoder(folder or src)  # a broken vocabulary is refused before anything is written
     tensors = HFTensors(folder, hp) if layout == HF_LAYOUT else OriginalTensors(src, hp)
 
     parent = os.path.dirname(os.path.abspath(dst))
