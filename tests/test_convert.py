@@ -207,6 +207,29 @@ def test_folder_saved_by_transformers_loads_in_both_backends(saved_by_transforme
     assert_same_arrays(read_hf_model(s["safetensors"])[1], read_checkpoint(tmp_path / "orig"))
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_folder(saved_by_transformers, dtype, tmp_path):
+    """bf16/fp16 weights: loaded widened to float32; converted keeping their dtype, bit-exact."""
+    torch = need("torch")
+    import copy
+
+    model = copy.deepcopy(saved_by_transformers["model"]).to(getattr(torch, dtype))
+    model.save_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        ref = model.float()(torch.from_numpy(saved_by_transformers["tokens"])).logits.numpy()
+    got = load_model("torch", tmp_path / "hf", device="cpu").logits(saved_by_transformers["tokens"])
+    assert float(np.abs(got - ref).max()) <= TOL
+    from gpt2_common.convert import convert_model
+    from gpt2_common.hf import read_hf_model
+
+    convert_model(tmp_path / "hf", tmp_path / "orig")
+    convert_model(tmp_path / "orig", tmp_path / "back")
+    stored = read_hf_model(tmp_path / "hf", dtype=None)[1]
+    assert stored["model/wte"].dtype.name == dtype
+    assert_same_arrays(stored, read_checkpoint(tmp_path / "orig"))
+    assert_same_arrays(stored, read_hf_model(tmp_path / "back", dtype=None)[1])
+
+
 def test_hub_cache_snapshot(saved_by_transformers, orig, tmp_path):
     """A hub cache: models--org--name/{refs/main, snapshots/<commit>/* -> ../../blobs/*}."""
     repo = tmp_path / "models--someone--gpt2-tiny"

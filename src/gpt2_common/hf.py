@@ -343,12 +343,15 @@ def _bf16_tensor(path: str, key: str) -> np.ndarray:
         return _torch_numpy(f.get_tensor(key))
 
 
-def read_hf_model(path: Any) -> Tuple[HParams, Weights]:
+def read_hf_model(path: Any, dtype: Optional[Any] = np.float32) -> Tuple[HParams, Weights]:
     """``(hparams, weights)`` of the Hugging Face folder (or hub-cache repository) at ``path``,
-    the weights under their original names and shapes, checked; one-line errors."""
+    the weights under their original names and shapes, checked; one-line errors. ``dtype``:
+    what the arrays are cast to (float16/bfloat16 weights widen exactly; the backends take
+    float32), or ``None`` to keep the stored dtype."""
     folder = hf_folder(path)
     if folder is None:
         raise CheckpointError(f"{os.fspath(path)}: not a Hugging Face model folder (no {HF_CONFIG_FILE})")
     hp = read_hf_config(folder)
     with HFTensors(folder, hp) as tensors:
-        return hp, {name: tensors[name] for name in tensors}
+        return hp, {name: tensors[name] if dtype is None else tensors[name].astype(dtype, copy=False)
+                    for name in tensors}
