@@ -333,6 +333,15 @@ def test_refuses_missing_and_unexpected_tensors(hf_dir, tmp_path, capsys, monkey
     assert_refused(capsys, monkeypatch, bad, tmp_path / "out", "lm_head.weight", "untied")
 
 
+def test_refuses_original_checkpoint_missing_variables(orig, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad"
+    shutil.copytree(orig, bad)
+    weights = read_checkpoint(orig)
+    write_checkpoint(bad, {k: v for k, v in weights.items() if not k.startswith("model/h1/")})
+    assert_refused(capsys, monkeypatch, bad, tmp_path / "out", "missing variables", "model/h1/",
+                   "(12 in all)")
+
+
 def test_refuses_shapes_that_disagree_with_config(hf_dir, tmp_path, capsys, monkeypatch):
     bad = copy_hf(hf_dir, tmp_path)
     edit_config(bad, n_positions=128)

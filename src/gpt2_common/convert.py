@@ -23,7 +23,8 @@ import numpy as np
 from .checkpoint import CheckpointError, list_variables, read_checkpoint, write_checkpoint
 from .constants import (ENDOFTEXT, HF_CONFIG_FILE, HF_LAYOUT, HF_VOCAB_FILES, ORIGINAL_LAYOUT,
                         VOCAB_FILES)
-from .hf import HFTensors, config_from_hparams, hf_folder, hf_name, read_hf_config, to_hf, vocab_paths
+from .hf import (HFTensors, config_from_hparams, few, hf_folder, hf_name, read_hf_config, to_hf,
+                 vocab_paths)
 from .hparams import HParams, load_hparams, save_hparams
 from .weights import expected_shapes
 
@@ -57,8 +58,7 @@ class OriginalTensors(Mapping):
         have = list_variables(model_dir)
         missing = [n for n in self._shapes if n not in have]
         if missing:
-            more = f", ... ({len(missing)} in all)" if len(missing) > 3 else ""
-            raise CheckpointError(f"{model_dir}: missing variables {', '.join(missing[:3])}{more}")
+            raise CheckpointError(f"{model_dir}: missing variables {few(missing)}")
         for name, shape in self._shapes.items():
             if tuple(have[name]) != shape:
                 raise CheckpointError(f"{model_dir}: variable {name!r} has shape {tuple(have[name])}, "

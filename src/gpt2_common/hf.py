@@ -15,6 +15,8 @@ leading 1 of ``[1, in, out]``: a reshape, bit-exact both ways. ``lm_head.weight`
 ``wte`` and accepted only when equal to it; the ``attn.bias``/``attn.masked_bias`` causal-mask
 buffers of older saves are skipped. safetensors files are read with the ``safetensors`` library
 (no pickle), one tensor at a time; ``pytorch_model.bin`` with ``torch.load(weights_only=True)``.
+
+(A little over 350 lines: the mapping, the config rules and the checked reader are one contract.)
 """
 from __future__ import annotations
 
@@ -184,6 +186,12 @@ def weight_files(folder: str) -> List[str]:
 
 
 # ------------------------------------------------------------------------------------ reading
+def few(items: List[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``items``, comma-separated, with the count when there are more."""
+    more = f", ... ({len(items)} in all)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def _first_line(e: BaseException) -> str:
     lines = [s.strip() for s in str(e).splitlines() if s.strip()]
     return lines[0] if lines else type(e).__name__
@@ -301,9 +309,8 @@ class HFTensors(Mapping):
         unexpected = [h for h in self._where if h not in names]
         for what, items in (("missing", missing), ("unexpected", unexpected)):
             if items:
-                more = f", ... ({len(items)} in all)" if len(items) > 3 else ""
                 raise CheckpointError(f"{self.folder}: {what} tensors for the GPT-2 config.json "
-                                      f"describes: {', '.join(items[:3])}{more}")
+                                      f"describes: {few(items)}")
         for h, name in names.items():
             _, key, shape, path = self._where[h]
             want = hf_shape(name, self._shapes[name])
