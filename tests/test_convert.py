@@ -204,7 +204,10 @@ def test_folder_saved_by_transformers_loads_in_both_backends(saved_by_transforme
     from gpt2_common.hf import read_hf_model
 
     convert_model(s[kind], tmp_path / "orig")
-    assert_same_arrays(read_hf_model(s["safetensors"])[1], read_checkpoint(tmp_path / "orig"))
+    want = read_hf_model(s["safetensors"])[1]
+    assert_same_arrays(want, read_checkpoint(tmp_path / "orig"))
+    convert_model(s[kind], tmp_path / "hf", to="hf")  # e.g. a .bin folder rewritten as safetensors
+    assert_same_arrays(want, read_hf_model(tmp_path / "hf")[1])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -255,18 +258,19 @@ def test_hub_cache_snapshot(saved_by_transformers, orig, tmp_path):
 
 
 def test_cli_model_dir_accepts_hf_folder(orig, hf_dir):
-    """A real subprocess: gpt2_score --model_dir on the HF folder scores as on the original."""
+    """Real subprocesses: gpt2_score and generate_unconditional_samples with --model_dir on the HF
+    folder print what they print on the original one."""
     need("torch")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), TF_CPP_MIN_LOG_LEVEL="2")
-    results = []
-    for folder in (orig, hf_dir):
-        p = subprocess.run([sys.executable, str(ROOT / "scripts" / "score.py"), TEXTS[0], "--model_dir",
-                            str(folder), "--json", "--nodownload"], capture_output=True, text=True,
-                           env=env, timeout=120)
-        assert p.returncode == 0, p.stderr
-        results.append(json.loads(p.stdout))
-    assert results[0]["tokens"] == results[1]["tokens"]
-    assert results[0]["logprobs"] == results[1]["logprobs"]
+    for script, args in (("score.py", [TEXTS[0], "--json"]),
+                         ("generate_unconditional_samples.py", ["--seed", "1", "--length", "8", "--nsamples", "2"])):
+        outputs = []
+        for folder in (orig, hf_dir):
+            p = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args, "--model_dir", str(folder),
+                                "--nodownload"], capture_output=True, text=True, env=env, timeout=120)
+            assert p.returncode == 0, p.stderr
+            outputs.append(p.stdout)
+        assert outputs[0] == outputs[1] and outputs[0].strip(), script
 
 
 def test_cli_transcript_and_overwrite(orig, tmp_path, capsys, monkeypatch):

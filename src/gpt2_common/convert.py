@@ -176,15 +176,14 @@ def convert_model(src: str, dst: str, to: Optional[str] = None, overwrite: bool 
 
         load_encoder(folder or src)  # a broken vocabulary is refused before anything is written
     tensors = HFTensors(folder, hp) if layout == HF_LAYOUT else OriginalTensors(src, hp)
-
     parent = os.path.dirname(os.path.abspath(dst))
-    created, d = [], parent  # folders this call creates, innermost first
+    created, d, tmp = [], parent, None  # folders this call creates, innermost first
     while not os.path.isdir(d):
         created.append(d)
         d = os.path.dirname(d)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(dst))}.", suffix=".tmp", dir=parent)
     try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(dst))}.", suffix=".tmp", dir=parent)
         with tqdm(total=len(tensors), unit="tensor", desc=f"to {to}", disable=not progress) as bar:
             counted = _Counted(tensors, bar.update)
             (_write_hf if to == HF_LAYOUT else _write_original)(tmp, hp, counted)
@@ -192,30 +191,43 @@ def convert_model(src: str, dst: str, to: Optional[str] = None, overwrite: bool 
         if to == HF_LAYOUT:
             _tokenizer_config(tmp, hp)
         _verify(tmp, to, hp)
-        mask = _umask()  # temporary files are private; the folder is the user's as any other
-        os.chmod(tmp, 0o777 & ~mask)
-        for name in os.listdir(tmp):
-            os.chmod(os.path.join(tmp, name), 0o666 & ~mask)
-        if os.path.lexists(dst):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(dst))}.", suffix=".old",
-                                   dir=parent)
-            os.replace(dst, os.path.join(old, "dst"))
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _publish(tmp, dst, parent)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         for d in created:  # innermost first, only if still empty
             try:
                 os.rmdir(d)
             except OSError:
                 break
+        if isinstance(e, OSError):  # no space, no permission, ...: the user's to fix
+            raise ConvertError(f"{dst}: cannot write it ({e.strerror or e})") from None
         raise
     finally:
         if isinstance(tensors, HFTensors):
             tensors.close()
     return layout, to, hp, warnings
+
+
+def _publish(tmp: str, dst: str, parent: str) -> None:
+    """Give the finished ``tmp`` the user's usual permissions and rename it to ``dst`` (a ``dst``
+    in the way is moved aside first, and back if the rename fails)."""
+    mask = _umask()  # temporary files are private; the folder is the user's as any other
+    os.chmod(tmp, 0o777 & ~mask)
+    for name in os.listdir(tmp):
+        os.chmod(os.path.join(tmp, name), 0o666 & ~mask)
+    if not os.path.lexists(dst):
+        os.replace(tmp, dst)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(dst))}.", suffix=".old", dir=parent)
+    os.replace(dst, os.path.join(old, "dst"))
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        os.replace(os.path.join(old, "dst"), dst)
+        os.rmdir(old)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:
