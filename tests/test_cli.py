@@ -418,6 +418,7 @@ SCRIPT_ERRORS = {  # a flag error each script reports before loading anything
     "download_model": (["999M"], "error: unknown model '999M'"),
     "download_dataset": (["webtext", "dev"], "error: unknown split 'dev'"),
     "benchmark": (["--backends", "nope"], "error: unknown backend 'nope'"),
+    "convert": (["no-such-folder", "out"], "error: no-such-folder: no such folder"),
 }
 
 

@@ -264,9 +264,14 @@ def missing_model_files(model_dir: str) -> List[str]:
     A file with a ``.part`` (an interrupted download) is missing, so the download resumes, and so
     is the data of a ``model.ckpt.index`` without any ``model.ckpt.data-*`` (a download stopped
     between the two).
+    A Hugging Face folder (``config.json``) is left to its own reader's checks.
     """
     if not os.path.isdir(model_dir):
         return list(MODEL_FILES)
+    from .hf import hf_folder
+
+    if hf_folder(model_dir) is not None:
+        return []
     have = set(os.listdir(model_dir))
     missing = [f for f in ("hparams.json",) + VOCAB_FILES if f not in have]
     if "checkpoint" not in have and not any(f.endswith(".index") for f in have):

@@ -32,3 +32,12 @@ VOCAB_SHA256 = {
 }
 """SHA-256 of GPT-2's released vocabulary files (the same for every model size; tiktoken's
 ``gpt2`` encoding pins the same two hashes). Downloads are checked against them."""
+HF_CONFIG_FILE = "config.json"
+"""A Hugging Face model folder's configuration (``GPT2Config`` fields)."""
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+"""Where a Hugging Face folder keeps its weights, in the order they are looked for."""
+HF_VOCAB_FILES = ("vocab.json", "merges.txt")
+"""Hugging Face's names for ``encoder.json`` and ``vocab.bpe`` (same contents)."""
+HF_LAYOUT, ORIGINAL_LAYOUT = "hf", "original"
+"""The two model-folder layouts the toolkit reads and writes (``gpt2_convert --to``)."""

@@ -249,9 +249,11 @@ def _read(path: str) -> str:
 
 
 def load_encoder(model_dir: PathLike) -> Encoder:
-    """The :class:`Encoder` from ``encoder.json`` and ``vocab.bpe`` in ``model_dir``."""
-    enc_path = os.path.join(os.fspath(model_dir), "encoder.json")
-    bpe_path = os.path.join(os.fspath(model_dir), "vocab.bpe")
+    """The :class:`Encoder` from ``encoder.json`` and ``vocab.bpe`` in ``model_dir`` (in a Hugging
+    Face folder: the same files named ``vocab.json`` and ``merges.txt``)."""
+    from .hf import vocab_paths
+
+    enc_path, bpe_path = vocab_paths(model_dir)
     try:
         encoder = json.loads(_read(enc_path))
     except json.JSONDecodeError as e:
