@@ -25,3 +25,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 """The compute dtypes a model can be loaded in."""
 TOP_P_MODES = ("original", "holtzman")
 """Nucleus rules: the original release's (cumulative probability <= p) or Holtzman et al.'s."""
+
+GLTR_BUCKETS = (10, 100, 1000)
+"""GLTR's rank buckets: a token is in the first bucket whose bound its rank does not exceed
+(top 10, top 100, top 1000), else in the last one ("beyond")."""
+LAMBADA_FILE = "lambada_test.jsonl"
+"""OpenAI's preprocessed LAMBADA test set (5,153 passages), as the evaluation reads and stores it."""
