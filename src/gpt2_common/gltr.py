@@ -125,7 +125,7 @@ h1 { font-size: 1.3em; } .meta { color: #555; font-size: 0.9em; }
 .tok .tip { display: none; position: absolute; left: 0; top: 1.6em; z-index: 1; min-width: 14em;
   background: #fffff4; border: 1px solid #888; padding: 0.3em 0.5em; font: 12px/1.4 monospace;
   white-space: pre; color: #000; box-shadow: 2px 2px 4px #aaa; }
-.tok:hover .tip { display: block; } .tok:hover { outline: 1px solid #333; }
+.tok:hover .tip, .tok:target .tip { display: block; } .tok:hover { outline: 1px solid #333; }
 .legend span { padding: 0.1em 0.5em; margin-right: 0.5em; border-radius: 2px; }
 #counts td, #counts th { padding: 0.1em 0.8em; text-align: right; } #counts td:first-child { text-align: left; }
 """ + "".join(f".b{i} {{ background: {c}; }}\n" for i, c in enumerate(COLOURS))
@@ -136,7 +136,7 @@ def render_html(result: ScoreResult, encoder: Any, title: str = "") -> str:
 
     Each scored token is a ``<span class="tok bK" data-bucket=K data-rank=R data-logprob=L>``;
     hovering shows its probability, rank and (when ``result`` was scored with ``top_k``) the
-    model's top alternatives. ``<table id="counts">`` and the SVG histogram give the bucket counts.
+    model's top alternatives; so does the page's address ending in ``#tN`` (N-th scored token). ``<table id="counts">`` and the SVG histogram give the bucket counts.
     """
     esc = html.escape
     strings = token_strings(encoder, result.tokens)
@@ -149,7 +149,7 @@ def render_html(result: ScoreResult, encoder: Any, title: str = "") -> str:
             alts = token_strings(encoder, result.top_tokens[i])
             tip += "\ntop choices:" + "".join(f"\n  {a!r:<16} {math.exp(p):.4g}"
                                               for a, p in zip(alts, result.top_logprobs[i]))
-        spans.append(f'<span class="tok b{b}" data-bucket="{b}" data-rank="{int(rank)}" '
+        spans.append(f'<span class="tok b{b}" id="t{i + 1}" data-bucket="{b}" data-rank="{int(rank)}" '
                      f'data-logprob="{float(lp):.6f}">{esc(s)}<span class="tip">{esc(tip)}</span></span>')
     total = int(counts.sum())
     rows = "".join(f'<tr data-bucket="{k}"><td><span class="b{k}">&nbsp;&nbsp;</span> {esc(name)}</td>'
