@@ -26,27 +26,14 @@ REL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(make_model_dir):
-    return make_model_dir("tiny", vocab=True)
-
-
-@pytest.fixture(scope="module")
-def torch_model(tiny_dir):
-    pytest.importorskip("torch")
-    from gpt2_common import load_model
-
-    return load_model("torch", tiny_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def passages(torch_model):
+def passages(tiny_torch):
     """8 passages (< 64 tokens): 4 ending in the model's greedy next word, 4 in a random word."""
-    enc, rng = torch_model.encoder, np.random.default_rng(5)
+    enc, rng = tiny_torch.encoder, np.random.default_rng(5)
     greedy, other = [], []
     while len(greedy) < 4 or len(other) < 4:
         context = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 20))))
         ids = enc.encode(context)
-        best = int(np.argmax(torch_model.logits(np.array([ids]))[0, -1]))
+        best = int(np.argmax(tiny_torch.logits(np.array([ids]))[0, -1]))
         word = enc.decode([best])
         if len(greedy) < 4 and re.fullmatch(r" [A-Za-z]{2,}", word) and enc.encode(context + word) == ids + [best]:
             greedy.append(context + word)
@@ -59,12 +46,12 @@ DOCS = ["The river ran through the valley , and the glacier @-@ fed lake was col
         "Short second document about the market.", "   "]
 
 
-def hf_model(tiny_dir, hp):
+def hf_model(tiny_model_dir, hp):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from gpt2_common.weights import huggingface_state, load_weights
 
-    config, state = huggingface_state(load_weights(str(tiny_dir), hp), hp)
+    config, state = huggingface_state(load_weights(str(tiny_model_dir), hp), hp)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config)).eval()
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
     return model
@@ -81,11 +68,11 @@ def hf_logprobs(model, ids):
 
 # ------------------------------------------------------------------------------------------------
 
-def test_split_and_examples(torch_model):
+def test_split_and_examples(tiny_torch):
     assert evaluate.split_passage("a b c") == ("a b", " c")
     assert evaluate.split_passage("word") == ("", " word")
     assert evaluate.split_passage("ends in space ") is None and evaluate.split_passage("  ") is None
-    enc = torch_model.encoder
+    enc = tiny_torch.encoder
     examples, skipped = evaluate.lambada_examples(["the lake froze", "alone", ""], enc)
     assert skipped == 1
     (toks, k), (toks2, k2) = examples
@@ -97,12 +84,12 @@ def test_split_and_examples(torch_model):
         evaluate.lambada_examples(["a b"], enc, target="nope")
 
 
-def test_lambada_matches_direct_computation_and_hf(torch_model, passages, tiny_dir):
-    got = evaluate.lambada(torch_model, passages + ["blank at the end "], batch_size=3, progress=False)
+def test_lambada_matches_direct_computation_and_hf(tiny_torch, passages, tiny_model_dir):
+    got = evaluate.lambada(tiny_torch, passages + ["blank at the end "], batch_size=3, progress=False)
     assert got["n"] == 8 and got["skipped"] == 1
     assert got["accuracy"] == 50.0  # the 4 greedy passages, and only they
-    hf = hf_model(tiny_dir, torch_model.hparams)
-    enc, lls, hits = torch_model.encoder, [], []
+    hf = hf_model(tiny_model_dir, tiny_torch.hparams)
+    enc, lls, hits = tiny_torch.encoder, [], []
     for text in passages:
         context, word = text.rsplit(" ", 1)
         ctx = enc.encode(context)
@@ -113,7 +100,7 @@ def test_lambada_matches_direct_computation_and_hf(torch_model, passages, tiny_d
         hits.append(all(int(np.argmax(lp[r])) == t for r, t in zip(rows, target)))
     assert got["accuracy"] == pytest.approx(100.0 * np.mean(hits))
     assert got["perplexity"] == pytest.approx(math.exp(-np.mean(lls)), rel=REL)
-    last = evaluate.lambada(torch_model, passages, target="last_token", progress=False)
+    last = evaluate.lambada(tiny_torch, passages, target="last_token", progress=False)
     lls = [hf_logprobs(hf, enc.encode(t))[-2, enc.encode(t)[-1]] for t in passages]
     assert last["perplexity"] == pytest.approx(math.exp(-np.mean(lls)), rel=REL)
 
@@ -132,11 +119,11 @@ def hf_sliding_ll(hf, ids, n_ctx, stride):
 
 
 @pytest.mark.parametrize("stride", [None, 20])
-def test_perplexity_matches_hf(torch_model, tiny_dir, stride):
-    got = evaluate.perplexity(torch_model, DOCS, stride=stride, progress=False)
-    hf = hf_model(tiny_dir, torch_model.hparams)
+def test_perplexity_matches_hf(tiny_torch, tiny_model_dir, stride):
+    got = evaluate.perplexity(tiny_torch, DOCS, stride=stride, progress=False)
+    hf = hf_model(tiny_model_dir, tiny_torch.hparams)
     kept = DOCS[:2]
-    ids = [[EOT] + torch_model.encoder.encode(d) for d in kept]
+    ids = [[EOT] + tiny_torch.encoder.encode(d) for d in kept]
     assert len(ids[0]) > 64  # windows are exercised
     ll = sum(hf_sliding_ll(hf, i, 64, stride or 32) for i in ids)
     n = sum(len(i) - 1 for i in ids)
@@ -148,28 +135,28 @@ def test_perplexity_matches_hf(torch_model, tiny_dir, stride):
     assert got["word_perplexity"] == pytest.approx(math.exp(-ll / words), rel=REL)
 
 
-def test_wikitext_detokenizer_scores_clean_text_but_counts_original(torch_model):
+def test_wikitext_detokenizer_scores_clean_text_but_counts_original(tiny_torch):
     raw = " = Valley = \n The glacier @-@ fed lake ( 1 @,@ 200 m ) is n't warm , it 's \" cold \" . \n"
     clean = evaluate.wikitext_detokenize(raw)
     assert clean == " = Valley =\nThe glacier-fed lake (1,200 m) isn't warm, it's \"cold\".\n"
-    a = evaluate.perplexity(torch_model, [raw], detokenizer="wikitext", progress=False)
-    b = evaluate.perplexity(torch_model, [clean], progress=False)
-    assert a["n"] == b["n"] == len(torch_model.encoder.encode(clean))
+    a = evaluate.perplexity(tiny_torch, [raw], detokenizer="wikitext", progress=False)
+    b = evaluate.perplexity(tiny_torch, [clean], progress=False)
+    assert a["n"] == b["n"] == len(tiny_torch.encoder.encode(clean))
     assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-9)
     assert a["words"] == evaluate.count_words(raw) and a["bytes"] == len(raw.encode())
 
 
-def test_backends_agree(tiny_dir, torch_model, passages):
+def test_backends_agree(tiny_model_dir, tiny_torch, passages):
     pytest.importorskip("tensorflow")
     from gpt2_common import load_model
 
-    tf_model = load_model("tf", tiny_dir, device="cpu")
+    tf_model = load_model("tf", tiny_model_dir, device="cpu")
     for target in evaluate.TARGETS:
-        a = evaluate.lambada(torch_model, passages, target=target, batch_size=5, progress=False)
+        a = evaluate.lambada(tiny_torch, passages, target=target, batch_size=5, progress=False)
         b = evaluate.lambada(tf_model, passages, target=target, batch_size=5, progress=False)
         assert a["accuracy"] == b["accuracy"]
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=REL)
-    a = evaluate.perplexity(torch_model, DOCS, stride=16, progress=False)
+    a = evaluate.perplexity(tiny_torch, DOCS, stride=16, progress=False)
     b = evaluate.perplexity(tf_model, DOCS, stride=16, progress=False)
     for key in ("perplexity", "bits_per_byte", "word_perplexity"):
         assert a[key] == pytest.approx(b[key], rel=REL), key
@@ -184,14 +171,14 @@ def write_jsonl(path, records):
     return path
 
 
-def test_cli_lambada_json_and_download(tiny_dir, passages, tmp_path, monkeypatch):
+def test_cli_lambada_json_and_download(tiny_model_dir, passages, tmp_path, monkeypatch):
     server = Server()
     body = "".join(json.dumps({"text": t}) + "\n" for t in passages + [" "]).encode()
     server.files["/lambada_test.jsonl"] = body
     server.behave["/lambada_test.jsonl"] = ["drop"]  # resumed by the project's downloader
     monkeypatch.setenv("GPT2_LAMBADA_URL", server.url)
     try:
-        p = run_script("eval", "lambada", "--data_dir", tmp_path / "data", "--model_dir", tiny_dir, "--json",
+        p = run_script("eval", "lambada", "--data_dir", tmp_path / "data", "--model_dir", tiny_model_dir, "--json",
                        "--batch_size", "3", "--noprogress")
     finally:
         server.close()
@@ -202,18 +189,18 @@ def test_cli_lambada_json_and_download(tiny_dir, passages, tmp_path, monkeypatch
     assert out["task"] == "lambada" and out["n"] == 8 and out["skipped"] == 1 and out["accuracy"] == 50.0
     assert out["target"] == "word" and out["batch_size"] == 3 and out["stride"] == 32
     p = run_script("eval", "perplexity", "--file", write_jsonl(tmp_path / "d.jsonl", [{"text": d} for d in DOCS]),
-                   "--model_dir", tiny_dir, "--stride", "20")
+                   "--model_dir", tiny_model_dir, "--stride", "20")
     assert p.returncode == 0, p.stderr
     assert re.match(r".*d\.jsonl: \d+ tokens, \d+ words, \d+ bytes  perplexity [\d.]+  bits/byte [\d.]+  "
                     r"word perplexity [\d.]+$", p.stdout.strip()), p.stdout
 
 
-def test_cli_bad_input(tiny_dir, tmp_path):
+def test_cli_bad_input(tiny_model_dir, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     no_text = write_jsonl(tmp_path / "no_text.jsonl", [{"text": "a b"}, {"id": 2}])
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"text": " "}, {"text": "x "}])
-    m = ("--model_dir", tiny_dir)
+    m = ("--model_dir", tiny_model_dir)
     cases = [
         (("lambada", "--data", tmp_path / "missing.jsonl", *m), "file not found"),
         (("lambada", "--data", empty, *m), "no passages"),

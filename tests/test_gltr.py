@@ -28,29 +28,16 @@ def test_buckets():
     assert gltr.BUCKET_NAMES == ("top 10", "top 100", "top 1000", "beyond 1000")
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(make_model_dir):
-    return make_model_dir("tiny", vocab=True)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    pytest.importorskip("torch")
-    from gpt2_common import load_model
-
-    return load_model("torch", tiny_dir, device="cpu")
-
-
-def test_top_k_alternatives(model):
-    tokens = model.encoder.encode(TEXT)
-    r = research.score_tokens(model, tokens, top_k=5)
+def test_top_k_alternatives(tiny_torch):
+    tokens = tiny_torch.encoder.encode(TEXT)
+    r = research.score_tokens(tiny_torch, tokens, top_k=5)
     assert r.top_tokens.shape == r.top_logprobs.shape == (len(tokens), 5)
-    lsm = log_softmax64(model.logits(np.array([[50256] + tokens]))[0])[:-1]
+    lsm = log_softmax64(tiny_torch.logits(np.array([[50256] + tokens]))[0])[:-1]
     order = np.argsort(-lsm, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(r.top_tokens, order)
     np.testing.assert_allclose(r.top_logprobs, np.take_along_axis(lsm, order, axis=1), atol=1e-9)
     assert ((r.top_tokens[:, 0] == r.tokens) == (r.ranks == 1)).all()
-    assert research.score_tokens(model, tokens).top_tokens is None
+    assert research.score_tokens(tiny_torch, tokens).top_tokens is None
 
 
 class Page(HTMLParser):
@@ -91,9 +78,9 @@ class Page(HTMLParser):
             self.counts[self._row] = int(data)
 
 
-def test_score_html_and_plot_match_the_scores(tiny_dir, tmp_path):
+def test_score_html_and_plot_match_the_scores(tiny_model_dir, tmp_path):
     page, png = tmp_path / "view.html", tmp_path / "hist.png"
-    p = run_script("score", "--file", _write(tmp_path / "t.txt", TEXT), "--model_dir", tiny_dir, "--json",
+    p = run_script("score", "--file", _write(tmp_path / "t.txt", TEXT), "--model_dir", tiny_model_dir, "--json",
                    "--html", page, "--plot", png)
     assert p.returncode == 0, p.stderr
     scores = json.loads(p.stdout)
@@ -121,49 +108,49 @@ def _write(path, text):
     return path
 
 
-def test_score_html_bad_paths(tiny_dir, tmp_path):
+def test_score_html_bad_paths(tiny_model_dir, tmp_path):
     jsonl = _write(tmp_path / "d.jsonl", json.dumps({"text": "hello there"}) + "\n")
     cases = [(("hello", "--html", tmp_path / "missing" / "v.html"), "--html: folder"),
              (("hello", "--plot", tmp_path), "is a folder"),
              (("--file", jsonl, "--html", tmp_path / "v.html"), "not .jsonl")]
     for args, needle in cases:
-        assert_user_error(run_script("score", *args, "--model_dir", tiny_dir, timeout=120), needle)
+        assert_user_error(run_script("score", *args, "--model_dir", tiny_model_dir, timeout=120), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
 
 
 @pytest.fixture(scope="module")
-def splits(model):
+def splits(tiny_torch):
     """train, valid, test: (real, generated) with 16 documents each: random word salad vs the
     model's own top-10 samples (sampled here straight from the logits, all splits in one batch)."""
     n, rng = 16, np.random.default_rng(1)
     x = np.full((3 * n, 1), 50256)
     for _ in range(24):
-        top = np.argsort(-model.logits(x)[:, -1], axis=1)[:, :10]
+        top = np.argsort(-tiny_torch.logits(x)[:, -1], axis=1)[:, :10]
         x = np.concatenate([x, top[np.arange(3 * n), rng.integers(0, 10, 3 * n)][:, None]], axis=1)
-    fake = [model.encoder.decode(row[1:].tolist()) for row in x]
+    fake = [tiny_torch.encoder.decode(row[1:].tolist()) for row in x]
     real = [" ".join(rng.choice(WORDS_A + WORDS_B, size=20)) for _ in range(3 * n)]
     return [(real[k * n:(k + 1) * n], fake[k * n:(k + 1) * n]) for k in range(3)]
 
 
-def test_gltr_detector_separates(model, splits):
+def test_gltr_detector_separates(tiny_torch, splits):
     pytest.importorskip("sklearn")
     train, valid, test = splits
-    feats = gltr.gltr_features(model, test[1], max_tokens=64)
+    feats = gltr.gltr_features(tiny_torch, test[1], max_tokens=64)
     assert feats.shape == (16, 4) and np.allclose(feats.sum(axis=1), 1)
-    result = gltr.gltr_detection(model, train, valid, test, source="toy", max_tokens=64)
+    result = gltr.gltr_detection(tiny_torch, train, valid, test, source="toy", max_tokens=64)
     assert list(result) == ["source", "method", "n_train", "n_valid", "n_test", "max_tokens", "C",
                             "valid_accuracy", "test_accuracy"]
     assert result["n_train"] == result["n_test"] == 32 and result["method"] == "gltr"
     assert result["test_accuracy"] >= 90.0 and result["valid_accuracy"] >= 90.0, result
 
 
-def test_detect_cli_gltr(splits, tiny_dir, tmp_path):
+def test_detect_cli_gltr(splits, tiny_model_dir, tmp_path):
     pytest.importorskip("sklearn")
     for split, (real, fake) in zip(("train", "valid", "test"), splits):
         for name, texts in (("webtext", real[:12]), ("toy", fake[:12])):
             _write(tmp_path / f"{name}.{split}.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts))
     p = run_script("detect", "--method", "gltr", "--data_dir", tmp_path, "--source", "toy",
-                   "--model_dir", tiny_dir, "--max_tokens", "64")
+                   "--model_dir", tiny_model_dir, "--max_tokens", "64")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["method"] == "gltr" and out["source"] == "toy" and out["n_test"] == 24

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .constants import EOT_TOKEN, GLTR_BUCKETS
-from .research import TFIDF_C_GRID, ResearchError, ScoreResult, labelled, score_many, token_strings
+from .research import TFIDF_C_GRID, ResearchError, ScoreResult, labelled, score_documents, token_strings
 
 BUCKET_NAMES = tuple(f"top {b}" for b in GLTR_BUCKETS) + (f"beyond {GLTR_BUCKETS[-1]}",)
 #: Background colour per bucket (GLTR's green, yellow, red, purple).
@@ -200,15 +200,9 @@ def gltr_features(model: Any, texts: Sequence[str], max_tokens: Optional[int] = 
                   stride: Optional[int] = None, prepend_eot: bool = True, batch_docs: int = 64) -> np.ndarray:
     """Each text's bucket fractions over its first ``max_tokens`` tokens (``float64 [N, 4]``);
     NaN rows for texts with nothing to score."""
-    enc = model.encoder
     out = np.full((len(texts), len(BUCKET_NAMES)), np.nan)
-    for a in range(0, len(texts), batch_docs):
-        chunk = [enc.encode(t) for t in texts[a:a + batch_docs]]
-        keep = [k for k, toks in enumerate(chunk) if len(toks) >= (1 if prepend_eot else 2)]
-        results = score_many(model, [chunk[k] for k in keep], stride=stride, prepend_eot=prepend_eot,
-                             max_tokens=max_tokens, pad=True)
-        for k, r in zip(keep, results):
-            out[a + k] = bucket_fractions(r.ranks)
+    for i, r in score_documents(model, texts, max_tokens, stride, prepend_eot, batch_docs):
+        out[i] = bucket_fractions(r.ranks)
     return out
 
 

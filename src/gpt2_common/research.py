@@ -398,16 +398,25 @@ def mean_logprobs(model: Any, texts: Sequence[str], max_tokens: Optional[int] = 
     Texts are encoded with ``model.encoder`` and scored in batches of ``batch_docs`` documents
     (windows right-padded into shared forward passes). An empty text (no tokens) scores NaN.
     """
-    enc = model.encoder
     out = np.full(len(texts), np.nan, dtype=np.float64)
+    for i, r in score_documents(model, texts, max_tokens, stride, prepend_eot, batch_docs):
+        out[i] = r.mean_logprob
+    return out
+
+
+def score_documents(model: Any, texts: Sequence[str], max_tokens: Optional[int] = 256,
+                    stride: Optional[int] = None, prepend_eot: bool = True,
+                    batch_docs: int = 64) -> Iterator[Tuple[int, ScoreResult]]:
+    """Yield ``(index, ScoreResult)`` for each text with something to score, over its first
+    ``max_tokens`` tokens; ``batch_docs`` documents at a time share padded forward passes."""
+    enc = model.encoder
     for a in range(0, len(texts), batch_docs):
         chunk = [enc.encode(t) for t in texts[a:a + batch_docs]]
         keep = [k for k, toks in enumerate(chunk) if len(toks) >= (1 if prepend_eot else 2)]
         results = score_many(model, [chunk[k] for k in keep], stride=stride, prepend_eot=prepend_eot,
                              max_tokens=max_tokens, pad=True)
         for k, r in zip(keep, results):
-            out[a + k] = r.mean_logprob
-    return out
+            yield a + k, r
 
 
 def threshold_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float,
