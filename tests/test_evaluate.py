@@ -151,9 +151,12 @@ def test_backends_agree(tiny_model_dir, tiny_torch, passages):
     from gpt2_common import load_model
 
     tf_model = load_model("tf", tiny_model_dir, device="cpu")
+    long = " ".join(WORDS * 4)  # longer than n_ctx: scored with the sliding windows
+    assert len(tiny_torch.encoder.encode(long)) > 64
     for target in evaluate.TARGETS:
-        a = evaluate.lambada(tiny_torch, passages, target=target, batch_size=5, progress=False)
-        b = evaluate.lambada(tf_model, passages, target=target, batch_size=5, progress=False)
+        a = evaluate.lambada(tiny_torch, passages + [long], target=target, batch_size=5, progress=False)
+        b = evaluate.lambada(tf_model, passages + [long], target=target, batch_size=5, progress=False)
+        assert a["n"] == b["n"] == 9
         assert a["accuracy"] == b["accuracy"]
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=REL)
     a = evaluate.perplexity(tiny_torch, DOCS, stride=16, progress=False)
