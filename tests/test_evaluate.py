@@ -198,7 +198,8 @@ def test_cli_lambada_json_and_download(tiny_model_dir, passages, tmp_path, monke
                     r"word perplexity [\d.]+$", p.stdout.strip()), p.stdout
 
 
-def test_cli_bad_input(tiny_model_dir, tmp_path):
+def test_cli_bad_input(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT2_LAMBADA_URL", "http://127.0.0.1:1")  # refused at once
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     no_text = write_jsonl(tmp_path / "no_text.jsonl", [{"text": "a b"}, {"id": 2}])
@@ -210,6 +211,7 @@ def test_cli_bad_input(tiny_model_dir, tmp_path):
         (("lambada", "--data", no_text, *m), "no_text.jsonl:2: expected a JSON object with a string 'text'"),
         (("lambada", "--data", blank, *m), "no passage has a word to predict (2 skipped)"),
         (("lambada", "--data_dir", tmp_path / "nodata", "--nodownload", *m), "is missing"),
+        (("lambada", "--data_dir", tmp_path / "nodata", *m), "cannot reach 127.0.0.1:1"),
         (("lambada", "--data", blank, "--target", "first", *m), "unknown target"),
         (("perplexity", "--file", empty, *m), "no text to evaluate"),
         (("perplexity", "--file", blank, "--stride", "64", *m), "stride must be an integer in [1, 63]"),
@@ -217,4 +219,4 @@ def test_cli_bad_input(tiny_model_dir, tmp_path):
     ]
     for args, needle in cases:
         assert_user_error(run_script("eval", *args, timeout=120), needle)
-    assert sorted(os.listdir(tmp_path)) == ["blank.jsonl", "empty.jsonl", "no_text.jsonl"]  # nothing written
+    assert sorted(os.listdir(tmp_path)) == ["blank.jsonl", "empty.jsonl", "no_text.jsonl"]  # nothing left
