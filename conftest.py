@@ -109,3 +109,18 @@ def make_model_dir(tmp_path_factory, request) -> Callable[..., Path]:
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(make_model_dir) -> Path:
+    """The "tiny" random checkpoint (seed 0) with the real vocabulary."""
+    return make_model_dir("tiny", vocab=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_torch(tiny_model_dir):
+    """:func:`tiny_model_dir` loaded on the torch backend, CPU (skipped without torch)."""
+    need("torch")
+    from gpt2_common import load_model
+
+    return load_model("torch", tiny_model_dir, device="cpu")

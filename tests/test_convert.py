@@ -5,7 +5,6 @@ Small random models only, except the slow 124M-shape peak-memory check.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need
 
 from gpt2_common.checkpoint import read_checkpoint, write_checkpoint
 from gpt2_common.hparams import HParams
@@ -23,13 +23,6 @@ from gpt2_common.interface import load_model
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5  # |logits| of transformers vs either backend, fp32 CPU (measured ~4e-6)
 TEXTS = ["Hello world, this is a test of the converter.", "  Spaces\tand\nnewlines; ÜñïçØdé 🤖 123"]
-
-
-def need(module: str):
-    """Import ``module``; skip without it, except under CI=true (where a missing one fails)."""
-    if os.environ.get("CI") == "true":
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
 
 
 def convert_cli(capsys, monkeypatch, *args):

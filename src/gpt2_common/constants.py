@@ -41,3 +41,8 @@ HF_VOCAB_FILES = ("vocab.json", "merges.txt")
 """Hugging Face's names for ``encoder.json`` and ``vocab.bpe`` (same contents)."""
 HF_LAYOUT, ORIGINAL_LAYOUT = "hf", "original"
 """The two model-folder layouts the toolkit reads and writes (``gpt2_convert --to``)."""
+GLTR_BUCKETS = (10, 100, 1000)
+"""GLTR's rank buckets: a token is in the first bucket whose bound its rank does not exceed
+(top 10, top 100, top 1000), else in the last one ("beyond")."""
+LAMBADA_FILE = "lambada_test.jsonl"
+"""OpenAI's preprocessed LAMBADA test set (5,153 passages), as the evaluation reads and stores it."""

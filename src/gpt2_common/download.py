@@ -340,3 +340,26 @@ def _progress_bar(name: str, total: Optional[int], initial: int, enabled: bool):
 
     return tqdm(total=total, initial=initial, desc=f"Fetching {name}", unit="B", unit_scale=True,
                 unit_divisor=1024, disable=not enabled, leave=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# LAMBADA (issue 16): OpenAI's preprocessed test set, on the same host as the models
+# ------------------------------------------------------------------------------------------------
+
+LAMBADA_URL = "https://openaipublic.blob.core.windows.net/gpt-2/data"
+
+
+def download_lambada(data_dir: str = "data", *, base_url: Optional[str] = None, progress: bool = True,
+                     retries: int = 3, timeout: float = 30.0) -> str:
+    """Download OpenAI's ``lambada_test.jsonl`` into ``data_dir``; returns its path.
+
+    The base URL is the argument, else ``GPT2_LAMBADA_URL``, else :data:`LAMBADA_URL`; a file
+    already there is skipped; otherwise as :func:`download_model` (resume, retries, ``.part``).
+    """
+    from .constants import LAMBADA_FILE
+
+    base = _base_url(base_url, ("GPT2_LAMBADA_URL",), LAMBADA_URL)
+    path = os.path.join(data_dir, LAMBADA_FILE)
+    with _removed_if_empty_on_error([data_dir]):
+        fetch(f"{base}/{LAMBADA_FILE}", path, progress=progress, retries=retries, timeout=timeout)
+    return path

@@ -44,7 +44,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -81,6 +81,10 @@ class ScoreResult:
     context: List[int] = field(default_factory=list)
     n_ctx: int = 0
     stride: int = 0
+    #: With ``top_k``: the model's ``top_k`` most likely tokens at each position ``[N, top_k]``
+    #: (best first) and their log-probabilities (the GLTR view, :mod:`gpt2_common.gltr`).
+    top_tokens: Optional[np.ndarray] = None
+    top_logprobs: Optional[np.ndarray] = None
 
     @property
     def n_tokens(self) -> int:
@@ -180,10 +184,13 @@ def _check_token_list(tokens: Any, n_vocab: int) -> np.ndarray:
     return arr
 
 
-def _score_rows(logits: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Log-probability (float64) and rank of ``targets[i]`` under ``logits[i]`` (float32 ``[N, V]``)."""
+def _score_rows(logits: np.ndarray, targets: np.ndarray, top_k: int = 0) -> Tuple[np.ndarray, ...]:
+    """Log-probability (float64) and rank of ``targets[i]`` under ``logits[i]`` (float32 ``[N, V]``);
+    with ``top_k``, also the ``top_k`` best token ids and their log-probabilities per row."""
     lps = np.empty(len(targets), dtype=np.float64)
     ranks = np.empty(len(targets), dtype=np.int64)
+    top_ids = np.empty((len(targets), top_k), dtype=np.int64)
+    top_lps = np.empty((len(targets), top_k), dtype=np.float64)
     idx = np.arange(len(targets))
     for a in range(0, len(targets), _ROW_CHUNK):
         rows, tgt = logits[a:a + _ROW_CHUNK], targets[a:a + _ROW_CHUNK]
@@ -193,19 +200,29 @@ def _score_rows(logits: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np
         chosen = rows[idx[:len(tgt)], tgt]
         lps[a:a + len(tgt)] = chosen.astype(np.float64) - lse
         ranks[a:a + len(tgt)] = (rows > chosen[:, None]).sum(axis=1) + 1
-    return lps, ranks
+        if top_k:
+            best = np.argpartition(-rows, top_k - 1, axis=1)[:, :top_k]
+            best_logits = np.take_along_axis(rows, best, axis=1)
+            order = np.argsort(-best_logits, axis=1, kind="stable")
+            top_ids[a:a + len(tgt)] = np.take_along_axis(best, order, axis=1)
+            top_lps[a:a + len(tgt)] = np.take_along_axis(best_logits, order, axis=1) - lse[:, None]
+    return (lps, ranks, top_ids, top_lps) if top_k else (lps, ranks)
 
 
 def score_many(model: Any, token_lists: Sequence[Sequence[int]], stride: Optional[int] = None,
                prepend_eot: bool = True, max_tokens: Optional[int] = None, pad: bool = False,
-               max_batch_logits: int = MAX_BATCH_LOGITS) -> List[ScoreResult]:
+               max_batch_logits: int = MAX_BATCH_LOGITS, top_k: int = 0,
+               progress: Optional[Callable[[int], Any]] = None) -> List[ScoreResult]:
     """Score several token lists at once (see :func:`score_tokens`); windows are batched.
 
     ``max_tokens`` keeps only each list's first ``max_tokens`` tokens. Windows of equal length share
     a forward pass; with ``pad=True`` windows of different lengths are also batched, right-padded
     with ``<|endoftext|>`` (causal attention keeps the real positions unaffected, up to float noise
     from the different shapes) -- faster for many short documents. A forward pass holds at most
-    ``max_batch_logits`` logits (but always at least one window).
+    ``max_batch_logits`` logits (but always at least one window). ``top_k``: also keep the model's
+    ``top_k`` best tokens per position (``ScoreResult.top_tokens``/``top_logprobs``). ``progress``:
+    called with the number of windows after each forward pass (for a progress bar; the windows of
+    a text are :func:`window_plan`'s).
     """
     hp = model.hparams
     n_ctx, n_vocab = int(hp.n_ctx), int(hp.n_vocab)
@@ -232,6 +249,9 @@ def score_many(model: Any, token_lists: Sequence[Sequence[int]], stride: Optiona
     windows = [(s, b, e, f) for s, seq in enumerate(seqs) for (b, e, f) in window_plan(len(seq), n_ctx, stride)]
     lps = [np.empty(len(seq) - 1, np.float64) for seq in seqs]
     ranks = [np.empty(len(seq) - 1, np.int64) for seq in seqs]
+    top_k = min(int(top_k), n_vocab)
+    tops = [(np.empty((len(seq) - 1, top_k), np.int64), np.empty((len(seq) - 1, top_k), np.float64))
+            for seq in seqs] if top_k else None
 
     order = sorted(range(len(windows)), key=lambda w: -(windows[w][2] - windows[w][1]))
     i = 0
@@ -249,15 +269,20 @@ def score_many(model: Any, token_lists: Sequence[Sequence[int]], stride: Optiona
         for r, (s, b, e, f) in enumerate(batch):
             # Position p of the sequence is predicted by the logits at p - 1 (window row p - 1 - b).
             rows = logits[r, f - 1 - b:e - 1 - b]
-            lp, rk = _score_rows(rows, seqs[s][f:e])
-            lps[s][f - 1:e - 1], ranks[s][f - 1:e - 1] = lp, rk
+            got = _score_rows(rows, seqs[s][f:e], top_k)
+            lps[s][f - 1:e - 1], ranks[s][f - 1:e - 1] = got[:2]
+            if tops:
+                tops[s][0][f - 1:e - 1], tops[s][1][f - 1:e - 1] = got[2:]
+        if progress is not None:
+            progress(len(batch))
         i = j
     return [ScoreResult(tokens=seq[1:].copy(), logprobs=lps[s], ranks=ranks[s], context=[int(seq[0])],
-                        n_ctx=n_ctx, stride=stride) for s, seq in enumerate(seqs)]
+                        n_ctx=n_ctx, stride=stride, top_tokens=tops[s][0] if tops else None,
+                        top_logprobs=tops[s][1] if tops else None) for s, seq in enumerate(seqs)]
 
 
 def score_tokens(model: Any, tokens: Sequence[int], stride: Optional[int] = None,
-                 prepend_eot: bool = True, max_tokens: Optional[int] = None) -> ScoreResult:
+                 prepend_eot: bool = True, max_tokens: Optional[int] = None, top_k: int = 0) -> ScoreResult:
     """Log-probability and rank of every token of ``tokens`` given its prefix, under ``model``.
 
     ``model``: anything with ``.hparams`` (``n_ctx``, ``n_vocab``) and ``.logits(tokens [B, T]) ->
@@ -265,19 +290,22 @@ def score_tokens(model: Any, tokens: Sequence[int], stride: Optional[int] = None
     step for sequences longer than ``n_ctx`` (default ``n_ctx // 2``; must be in ``[1, n_ctx - 1]``).
     ``prepend_eot``: score the first token too, given ``<|endoftext|>`` (default); otherwise the
     first token is context only. ``max_tokens``: score only the first ``max_tokens`` tokens.
+    ``top_k``: also keep the model's ``top_k`` best tokens at each position.
     """
-    return score_many(model, [tokens], stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens)[0]
+    return score_many(model, [tokens], stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens,
+                      top_k=top_k)[0]
 
 
 def score_text(model: Any, text: str, stride: Optional[int] = None, prepend_eot: bool = True,
-               max_tokens: Optional[int] = None, encoder: Any = None) -> ScoreResult:
+               max_tokens: Optional[int] = None, encoder: Any = None, top_k: int = 0) -> ScoreResult:
     """:func:`score_tokens` on ``text`` encoded with ``encoder`` (default: ``model.encoder``)."""
     if not isinstance(text, str):
         raise ResearchError(f"text must be a string, got {type(text).__name__}")
     if not text:
         raise ResearchError("empty text: nothing to score")
     tokens = (encoder or model.encoder).encode(text)
-    return score_tokens(model, tokens, stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens)
+    return score_tokens(model, tokens, stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens,
+                        top_k=top_k)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,16 +398,25 @@ def mean_logprobs(model: Any, texts: Sequence[str], max_tokens: Optional[int] = 
     Texts are encoded with ``model.encoder`` and scored in batches of ``batch_docs`` documents
     (windows right-padded into shared forward passes). An empty text (no tokens) scores NaN.
     """
-    enc = model.encoder
     out = np.full(len(texts), np.nan, dtype=np.float64)
+    for i, r in score_documents(model, texts, max_tokens, stride, prepend_eot, batch_docs):
+        out[i] = r.mean_logprob
+    return out
+
+
+def score_documents(model: Any, texts: Sequence[str], max_tokens: Optional[int] = 256,
+                    stride: Optional[int] = None, prepend_eot: bool = True,
+                    batch_docs: int = 64) -> Iterator[Tuple[int, ScoreResult]]:
+    """Yield ``(index, ScoreResult)`` for each text with something to score, over its first
+    ``max_tokens`` tokens; ``batch_docs`` documents at a time share padded forward passes."""
+    enc = model.encoder
     for a in range(0, len(texts), batch_docs):
         chunk = [enc.encode(t) for t in texts[a:a + batch_docs]]
         keep = [k for k, toks in enumerate(chunk) if len(toks) >= (1 if prepend_eot else 2)]
         results = score_many(model, [chunk[k] for k in keep], stride=stride, prepend_eot=prepend_eot,
                              max_tokens=max_tokens, pad=True)
         for k, r in zip(keep, results):
-            out[a + k] = r.mean_logprob
-    return out
+            yield a + k, r
 
 
 def threshold_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float,
