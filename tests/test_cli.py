@@ -419,6 +419,7 @@ SCRIPT_ERRORS = {  # a flag error each script reports before loading anything
     "download_dataset": (["webtext", "dev"], "error: unknown split 'dev'"),
     "benchmark": (["--backends", "nope"], "error: unknown backend 'nope'"),
     "convert": (["no-such-folder", "out"], "error: no-such-folder: no such folder"),
+    "eval": (["lambada", "--stride", "0"], "error: stride must be an integer >= 1, got 0"),
 }
 
 
