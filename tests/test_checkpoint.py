@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import gpt2_common.checkpoint as ckpt
+import gpt2_common.sstable as sstable
 from gpt2_common.checkpoint import (CheckpointError, crc32c, list_variables, read_checkpoint,
                                     resolve_checkpoint_prefix, write_checkpoint)
 from conftest import need
@@ -310,10 +311,10 @@ def test_every_flipped_index_byte_is_caught_or_harmless(small):
 
 def _rewrite_index(prefix: str, edit) -> None:
     """Re-encode the index after ``edit(name, entry) -> entry`` (valid table, wrong contents)."""
-    items = ckpt._read_table(prefix + ".index")
+    items = sstable.read_table(prefix + ".index")
     out = [items[0]] + [(k, ckpt._encode_entry(edit(k.decode(), ckpt._parse_entry(v, "test"))))
                         for k, v in items[1:]]
-    Path(prefix + ".index").write_bytes(ckpt._build_table(out))
+    Path(prefix + ".index").write_bytes(sstable.build_table(out))
 
 
 def test_entry_size_and_dtype_problems(small):
@@ -351,13 +352,13 @@ def test_bfloat16_needs_ml_dtypes(small, monkeypatch):
 
 def test_snappy_block_and_garbage_index(small):
     index = small / "model.ckpt.index"
-    items = ckpt._read_table(str(index))
-    block = ckpt._build_block(items, 16)
-    table = ckpt._build_table(items)
+    items = sstable.read_table(str(index))
+    block = sstable.build_block(items, 16)
+    table = sstable.build_table(items)
     assert table.startswith(block)  # the first data block starts the file
     n = len(block) - 5
     contents = block[:n] + b"\x01"  # compression type 1 = snappy, with a valid checksum
-    block = contents + ckpt.struct.pack("<I", ckpt._mask(crc32c(contents)))
+    block = contents + ckpt.struct.pack("<I", sstable.mask(crc32c(contents)))
     index.write_bytes(block + table[len(block):])
     _raises(small, "snappy-compressed")
     index.write_bytes(b"not a table" * 10)
