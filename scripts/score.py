@@ -18,7 +18,7 @@ TOKEN_WIDTH = 24
 GLTR_TOP = 5  # alternatives shown on hover in the --html page
 
 
-def score(text=None, file=None, backend='torch', device=None, model_name='124M', models_dir='models',
+def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEFAULT_MODEL, models_dir='models',
           model_dir=None, stride=None, json=False, prepend_eot=True, max_tokens=None, limit=None,
           download=True, dtype='float32', html=None, plot=None):
     """Print per-token log-probabilities (natural log) and ranks, and the totals, for a text.

@@ -11,6 +11,8 @@ ENDOFTEXT = "<|endoftext|>"
 
 MODEL_NAMES = ("124M", "355M", "774M", "1558M")
 """The released models, smallest first."""
+DEFAULT_MODEL = MODEL_NAMES[0]
+"""The model the CLIs use when ``--model_name`` is not given (the original's default)."""
 OLD_MODEL_NAMES = {"117M": "124M", "345M": "355M"}
 """The names the first two models were released under, mapped to today's."""
 
@@ -23,8 +25,12 @@ BACKENDS = ("tf", "torch")
 """The model backends, by the name ``load_model`` and ``--backend`` take."""
 DTYPES = ("float32", "bfloat16", "float16")
 """The compute dtypes a model can be loaded in."""
+DEFAULT_DTYPE = DTYPES[0]
+"""float32, the checkpoints' own dtype."""
 TOP_P_MODES = ("original", "holtzman")
 """Nucleus rules: the original release's (cumulative probability <= p) or Holtzman et al.'s."""
+TOP_P_ORIGINAL, TOP_P_HOLTZMAN = TOP_P_MODES
+"""The two rules by name; the original's is the default."""
 
 VOCAB_SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",

@@ -17,8 +17,8 @@ library is imported at package import: ``--help`` and flag errors stay fast, and
 """
 from __future__ import annotations
 
-from ..constants import (BACKENDS, CHECKPOINT_FILES, DTYPES, EOT_TOKEN, MODEL_FILES,  # noqa: F401
-                         MODEL_NAMES, OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
+from ..constants import (BACKENDS, CHECKPOINT_FILES, DEFAULT_MODEL, DTYPES, EOT_TOKEN,  # noqa: F401
+                         MODEL_FILES, MODEL_NAMES, OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
 from .errors import UsageError, fail, run, user_errors
 from .flags import (SamplingFlags, check_backend, check_device, check_dtype, check_flag, check_int,
                     check_model_name, check_number, check_sampling_flags, default_length, fits_context)

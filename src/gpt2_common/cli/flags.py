@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..constants import BACKENDS, DTYPES, TOP_P_MODES
+from ..constants import BACKENDS, DEFAULT_DTYPE, DTYPES, TOP_P_MODES
 from .errors import UsageError
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda|gpu)(:\d+)?$")
@@ -109,7 +109,7 @@ class SamplingFlags:
 def check_sampling_flags(*, backend: Any, device: Any, seed: Any, nsamples: Any, batch_size: Any,
                          length: Any, temperature: Any, top_k: Any, top_p: Any, top_p_mode: Any,
                          stop_at_endoftext: Any, download: Any, min_nsamples: int,
-                         dtype: Any = "float32") -> SamplingFlags:
+                         dtype: Any = DEFAULT_DTYPE) -> SamplingFlags:
     """Check every sampling flag (one-line :class:`UsageError` for the first bad one)."""
     check_backend(backend)
     if batch_size is None:  # the original accepted None for 1
