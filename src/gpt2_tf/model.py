@@ -35,10 +35,12 @@ class LayerNorm(tf.Module):
         self.g = variable(f"{name}/g", [n], dtype)
         self.b = variable(f"{name}/b", [n], dtype)
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        u = tf.reduce_mean(x, axis=-1, keepdims=True)
-        s = tf.reduce_mean(tf.square(x - u), axis=-1, keepdims=True)  # biased variance
-        return (x - u) * tf.math.rsqrt(s + LN_EPS) * self.g + self.b
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:  # statistics and affine in fp32, then x's dtype
+        x32 = tf.cast(x, tf.float32)
+        u = tf.reduce_mean(x32, axis=-1, keepdims=True)
+        s = tf.reduce_mean(tf.square(x32 - u), axis=-1, keepdims=True)  # biased variance
+        y = (x32 - u) * tf.math.rsqrt(s + LN_EPS) * tf.cast(self.g, tf.float32) + tf.cast(self.b, tf.float32)
+        return tf.cast(y, x.dtype)
 
 
 class Conv1D(tf.Module):
@@ -76,10 +78,11 @@ class Attention(tf.Module):
             if past is not None:
                 pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
                 k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
+        # scores, mask and softmax in fp32 whatever the model dtype (-1e10 does not fit fp16)
+        q, k, v32 = tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32)
         w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(v.shape[-1]))  # [B, H, T, S]
         w = tf.where(mask, w, tf.constant(MASK_VALUE, dtype=w.dtype))  # mask: [B or 1, 1, T, S]
-        w = tf.cast(tf.nn.softmax(tf.cast(w, tf.float32), axis=-1), v.dtype)  # softmax in fp32
-        a = tf.matmul(w, v)  # [B, H, T, D]
+        a = tf.cast(tf.matmul(tf.nn.softmax(w, axis=-1), v32), v.dtype)  # [B, H, T, D]
         a = tf.reshape(tf.transpose(a, [0, 2, 1, 3]), tf.shape(x))  # merge heads -> [B, T, E]
         return self.c_proj(a), present
 

@@ -31,8 +31,9 @@ class LayerNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(n))
         self.b = nn.Parameter(torch.zeros(n))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.g, self.b, LN_EPS)  # biased variance, as TF
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # statistics and affine in fp32, then x's dtype
+        y = F.layer_norm(x.float(), x.shape[-1:], self.g.float(), self.b.float(), LN_EPS)  # biased variance
+        return y.to(x.dtype)
 
 
 def matmul(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -99,8 +100,9 @@ class Attention(nn.Module):
         # softmax(q k^T / sqrt(D) + bias) v, fused (PyTorch's SDPA: no [T, S] score matrices in
         # memory, ~4x faster for long prompts); bias is 0 or -1e10, or None for plain causal
         # attention (see GPT2.forward)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                           is_causal=bias is None and q.shape[-2] > 1)  # [B, H, T, D]
+        # scores, mask and softmax in fp32 whatever the model dtype (-1e10 does not fit fp16)
+        a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias,
+                                           is_causal=bias is None and q.shape[-2] > 1).to(v.dtype)  # [B, H, T, D]
         a = a.transpose(1, 2).reshape(x.shape)  # merge heads -> [B, T, E]
         return self.c_proj(a), present
 
@@ -178,7 +180,7 @@ class GPT2(nn.Module):
             # (a score is far below 1e10's ulp, 1024), and a row with every key masked (left
             # padding) is uniform either way
             mask = build_mask(T, P, attention_mask, X.device)  # [B|1, 1, T, S]
-            bias = torch.zeros((), dtype=self.wte.dtype, device=X.device).masked_fill(~mask, MASK_VALUE)
+            bias = torch.zeros((), dtype=torch.float32, device=X.device).masked_fill(~mask, MASK_VALUE)
         h = self.wte[X] + self.wpe[position_ids(T, P, attention_mask, X.device)]  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
