@@ -13,7 +13,7 @@ Variables keep the checkpoint's names: ``model/h0/attn/c_attn/w``
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, MutableMapping, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -25,15 +25,39 @@ MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf
 LN_EPS = 1e-5
 
 
-def variable(name: str, shape, dtype) -> tf.Variable:
-    return tf.Variable(tf.zeros(shape, dtype=dtype), name=name, trainable=False)
+NewVariable = Callable[[str, List[int]], tf.Variable]
+
+
+def shareable(arr: np.ndarray) -> bool:
+    """Whether TensorFlow can use ``arr``'s memory as it is (see ``gpt2_common.checkpoint.aligned_empty``)."""
+    return (isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.flags.c_contiguous
+            and arr.flags.writeable and arr.ctypes.data % 64 == 0)
+
+
+def variables(dtype: tf.DType = tf.float32, weights: Optional[MutableMapping[str, np.ndarray]] = None,
+              trainable: bool = False, consume: bool = False) -> NewVariable:
+    """The modules' variable factory ``new(name, shape)``: a ``tf.Variable`` of ``dtype`` created
+    from ``weights[name]`` (zeros without ``weights``), so loading holds no zeroed copy.
+    ``consume`` removes each array from ``weights`` once used, so it can be freed at once."""
+    def new(name: str, shape: List[int]) -> tf.Variable:
+        if weights is None:
+            init = tf.zeros(shape, dtype=dtype)
+        elif consume and shareable(weights[name]):  # the variable takes the array's memory
+            init = tf.cast(tf.experimental.dlpack.from_dlpack(weights.pop(name).reshape(shape).__dlpack__()), dtype)
+        else:
+            arr = weights.pop(name) if consume else weights[name]
+            init = tf.cast(np.reshape(arr, shape), dtype)
+            del arr
+        return tf.Variable(init, name=name, trainable=trainable)
+
+    return new
 
 
 class LayerNorm(tf.Module):
-    def __init__(self, n: int, name: str, dtype):
+    def __init__(self, n: int, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.g = variable(f"{name}/g", [n], dtype)
-        self.b = variable(f"{name}/b", [n], dtype)
+        self.g = new(f"{name}/g", [n])
+        self.b = new(f"{name}/b", [n])
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:  # statistics and affine in fp32, then x's dtype
         x32 = tf.cast(x, tf.float32)
@@ -46,10 +70,10 @@ class LayerNorm(tf.Module):
 class Conv1D(tf.Module):
     """The original's 1x1 convolution: ``x @ w + b`` with ``w`` stored ``[nx, nf]``."""
 
-    def __init__(self, nx: int, nf: int, name: str, dtype):
+    def __init__(self, nx: int, nf: int, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.w = variable(f"{name}/w", [nx, nf], dtype)
-        self.b = variable(f"{name}/b", [nf], dtype)
+        self.w = new(f"{name}/w", [nx, nf])
+        self.b = new(f"{name}/b", [nf])
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:  # [..., nx] -> [..., nf]
         y = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self.w) + self.b
@@ -57,11 +81,11 @@ class Conv1D(tf.Module):
 
 
 class Attention(tf.Module):
-    def __init__(self, hp: HParams, name: str, dtype):
+    def __init__(self, hp: HParams, name: str, new: NewVariable):
         super().__init__(name=None)
         self.n_head = hp.n_head
-        self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", dtype)
-        self.c_proj = Conv1D(hp.n_embd, hp.n_embd, f"{name}/c_proj", dtype)
+        self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", new)
+        self.c_proj = Conv1D(hp.n_embd, hp.n_embd, f"{name}/c_proj", new)
 
     def split_heads(self, x: tf.Tensor) -> tf.Tensor:  # [B, T, E] -> [B, H, T, D]
         B, T, E = tf.unstack(tf.shape(x))
@@ -88,20 +112,20 @@ class Attention(tf.Module):
 
 
 class MLP(tf.Module):
-    def __init__(self, hp: HParams, name: str, dtype):
+    def __init__(self, hp: HParams, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", dtype)
-        self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd, f"{name}/c_proj", dtype)
+        self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", new)
+        self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd, f"{name}/c_proj", new)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.c_proj(tf.nn.gelu(self.c_fc(x), approximate=True))
 
 
 class Block(tf.Module):
-    def __init__(self, hp: HParams, name: str, dtype):
+    def __init__(self, hp: HParams, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", dtype), Attention(hp, f"{name}/attn", dtype)
-        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", dtype), MLP(hp, f"{name}/mlp", dtype)
+        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", new), Attention(hp, f"{name}/attn", new)
+        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", new), MLP(hp, f"{name}/mlp", new)
 
     def __call__(self, x: tf.Tensor, past: Optional[Past], mask: tf.Tensor):
         a, present = self.attn(self.ln_1(x), past, mask)
@@ -132,13 +156,14 @@ def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
 class GPT2(tf.Module):
     """``model(X, past=None, attention_mask=None) -> {'logits': [B,T,V], 'present': [B,L,2,H,T,D]}``."""
 
-    def __init__(self, hp: HParams, dtype: tf.DType = tf.float32):
+    def __init__(self, hp: HParams, new: Optional[NewVariable] = None):
         super().__init__(name="model")
+        new = new or variables()
         self.hparams = hp
-        self.wte = variable("model/wte", [hp.n_vocab, hp.n_embd], dtype)
-        self.wpe = variable("model/wpe", [hp.n_ctx, hp.n_embd], dtype)
-        self.h = [Block(hp, f"model/h{i}", dtype) for i in range(hp.n_layer)]
-        self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", dtype)
+        self.wte = new("model/wte", [hp.n_vocab, hp.n_embd])
+        self.wpe = new("model/wpe", [hp.n_ctx, hp.n_embd])
+        self.h = [Block(hp, f"model/h{i}", new) for i in range(hp.n_layer)]
+        self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", new)
 
     def __call__(self, X: tf.Tensor, past: Union[None, tf.Tensor, List[Tuple[tf.Tensor, tf.Tensor]]] = None,
                  attention_mask: Optional[tf.Tensor] = None, last_only: bool = False
@@ -176,11 +201,8 @@ def checkpoint_name(var: tf.Variable) -> str:
 
 
 def from_weights(hp: HParams, weights: Mapping[str, np.ndarray], device: str = "/CPU:0",
-                 dtype: tf.DType = tf.float32) -> GPT2:
-    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``)."""
+                 dtype: tf.DType = tf.float32, consume: bool = False, trainable: bool = False) -> GPT2:
+    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``), each variable
+    created from its array (see :func:`variables`; ``consume`` frees each array once used)."""
     with tf.device(device):
-        model = GPT2(hp, dtype)
-        for var in model.variables:
-            arr = np.asarray(weights[checkpoint_name(var)]).reshape(var.shape)
-            var.assign(tf.cast(arr, dtype))
-    return model
+        return GPT2(hp, variables(dtype, weights, trainable, consume))

@@ -67,7 +67,7 @@ class TFGPT2(GPT2Model):
         dev = resolve_device(device)
         hp = load_hparams(model_dir)
         super().__init__(model_dir, hp, dev, dtype)
-        self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype])
+        self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype], consume=True)
         tokens = tf.TensorSpec([None, None], tf.int32)
         kv = tf.TensorSpec([None, hp.n_head, None, hp.head_dim], DTYPES[dtype])
         past = [(kv, kv)] * hp.n_layer  # the decoding cache: per layer (keys, values)

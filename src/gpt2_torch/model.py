@@ -215,12 +215,18 @@ def checkpoint_name(param: str) -> str:
 
 
 def from_weights(hp: HParams, weights: Mapping[str, np.ndarray], device="cpu",
-                 dtype: torch.dtype = torch.float32) -> GPT2:
-    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``)."""
-    model = GPT2(hp)
+                 dtype: torch.dtype = torch.float32, consume: bool = False) -> GPT2:
+    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``) without a second
+    copy of the weights: the modules are built on the meta device and the parameters take the
+    arrays' memory (``from_numpy``; a copy only to change dtype or device). ``consume`` removes
+    each array from ``weights`` once it is used, so a converted array is freed at once."""
+    with torch.device("meta"):
+        model = GPT2(hp)
     state = {}
     for name, p in model.named_parameters():
-        arr = np.asarray(weights[checkpoint_name(name)])
-        state[name] = torch.from_numpy(np.ascontiguousarray(arr.reshape(p.shape)))
-    model.load_state_dict(state)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        key = checkpoint_name(name)
+        arr = weights.pop(key) if consume else weights[key]
+        state[name] = torch.from_numpy(np.asarray(arr)).reshape(p.shape).to(device=device, dtype=dtype)
+        del arr
+    model.load_state_dict(state, assign=True)
+    return model.eval().requires_grad_(False)

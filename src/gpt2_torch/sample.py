@@ -55,7 +55,7 @@ class TorchGPT2(GPT2Model):
         dev = resolve_device(device)
         hp = load_hparams(model_dir)
         super().__init__(model_dir, hp, str(dev), dtype)
-        self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype])
+        self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype], consume=True)
         self._dev = dev
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
