@@ -159,7 +159,7 @@ def test_tf_backend_uses_one_inter_op_thread_unless_told(preset, expected):
     need("tensorflow")
     code = ("import os, tensorflow as tf\n"
             "if 'SET_FIRST' in os.environ: tf.config.threading.set_inter_op_parallelism_threads(4)\n"
-            "import gpt2_tf.sample\n"
+            "import gpt2_tf.backend\n"
             "print(tf.config.threading.get_inter_op_parallelism_threads())\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
     r = run_python(code, {**env, **preset, "CUDA_VISIBLE_DEVICES": ""})

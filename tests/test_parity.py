@@ -69,7 +69,7 @@ def test_logits_agree_across_backends(models, config):
 def test_cache_matches_no_cache(models, config, backend, monkeypatch):
     m = models(config)[backend]
     if backend == "torch":  # a small buffer step, so the in-place cache grows (and is copied) thrice
-        monkeypatch.setattr("gpt2_torch.sample.CACHE_STEP", 5)
+        monkeypatch.setattr("gpt2_torch.backend.CACHE_STEP", 5)
     tokens = tokens_for(m.hparams, 2, 24, seed=1)
     full = m.logits(tokens)
     mask = np.ones_like(tokens)

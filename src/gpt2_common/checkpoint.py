@@ -202,6 +202,17 @@ def _read_string_tensor(f, e: _Entry, where: str) -> Tuple[np.ndarray, int]:
     return strings.reshape(e.shape), crc32c(buf[pos - sum(lengths):pos], crc)
 
 
+ALIGNMENT = 64  # bytes: TensorFlow's (Eigen's) alignment, so its tensors can share numpy's memory
+
+
+def aligned_empty(count: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised 1-D array of ``count`` ``dtype`` items starting at an ALIGNMENT boundary."""
+    nbytes = count * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -buf.ctypes.data % ALIGNMENT
+    return buf[start:start + nbytes].view(dtype)
+
+
 def read_checkpoint(path: PathLike, names: Optional[Iterable[str]] = None,
                     verify: bool = True) -> Dict[str, np.ndarray]:
     """Read variables from the checkpoint at ``path`` (model directory or prefix).
@@ -248,8 +259,8 @@ def read_checkpoint(path: PathLike, names: Optional[Iterable[str]] = None,
                     raise CheckpointError(f"{where} has {e.size} bytes, but shape {e.shape} of "
                                           f"{dtype.name} needs {count * dtype.itemsize}")
                 f.seek(e.offset)
-                array = np.fromfile(f, dtype=dtype, count=count)
-                if array.size != count:
+                array = aligned_empty(count, dtype)  # TF can then take the memory without a copy
+                if f.readinto(array.view(np.uint8)) != e.size:
                     raise CheckpointError(f"{where}: short read (truncated file)")
                 crc = crc32c(array) if verify else 0
                 array = array.reshape(e.shape)

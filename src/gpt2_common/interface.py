@@ -19,6 +19,7 @@ import numpy as np
 
 from .constants import BACKENDS, DTYPES, EOT_TOKEN
 from .hparams import HParams
+from .registry import backend_class
 from .sampling import Sampler, SamplingError, Seed, validate_args
 
 Context = Union[None, Sequence[int], Sequence[Sequence[int]], np.ndarray]
@@ -36,15 +37,11 @@ def load_model(backend: str, model_dir: Union[str, "os.PathLike[str]"], device: 
     ``device``: ``None`` (the backend's default: the GPU if there is one), ``"cpu"``, ``"cuda"``
     / ``"cuda:N"`` / ``"gpu"``. ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
     """
-    if backend == "torch":
-        from gpt2_torch.sample import TorchGPT2 as cls
-    elif backend == "tf":
-        from gpt2_tf.sample import TFGPT2 as cls
-    else:
+    if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    return cls(os.fspath(model_dir), device=device, dtype=dtype)
+    return backend_class(backend)(os.fspath(model_dir), device=device, dtype=dtype)
 
 
 def pad_left(contexts: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:
