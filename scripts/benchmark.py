@@ -30,11 +30,10 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-try:
-    from gpt2_common import cli
-except ImportError:  # run from a checkout that is not installed: use its src/
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
-    from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 from gpt2_common.cli import UsageError
 
@@ -162,7 +161,7 @@ def _native_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
     from gpt2_common.interface import load_model
 
     t = time.perf_counter()
-    model = load_model(spec["backend"], spec["model_dir"], device=spec["device"])
+    model = load_model(spec["backend"], spec["model_dir"], device=spec["device"], dtype=spec.get("dtype", "float32"))
     row["load_s"] = time.perf_counter() - t
 
     def prefill(tokens: Any) -> None:  # the KV cache and the last position's logits
@@ -427,6 +426,18 @@ def evaluate_targets(rows: Dict[str, Dict[str, Any]], prefill_T: int, batch: str
                                     T=prefill_T)}
 
 
+def add_load_peaks(runs: Dict[str, List[Dict[str, Any]]], model_dir: str) -> None:
+    """Each native row's ``load_peak_x``: the rise of peak RSS while loading, in multiples of the
+    weights' bytes, measured in a fresh process (see :mod:`gpt2_common.loadmem`)."""
+    from gpt2_common.loadmem import load_peak
+
+    for b, results in runs.items():
+        if b != "hf":
+            log(f"{b}: load peak memory")
+            dtype = "bfloat16" if b.endswith("-bf16") else "float32"
+            results[0]["load_peak_x"] = load_peak(b.split("-")[0], model_dir, dtype)["ratio"]
+
+
 def _fmt(x: Any, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}" if isinstance(x, float) else str(x)
 
@@ -443,7 +454,8 @@ def format_report(res: Dict[str, Any]) -> str:
              f"memory read bandwidth {res['bandwidth_gbps']:.1f} GB/s -> batch-1 decode limit "
              f"{res['limit_tokens_per_s']:.1f} tok/s (bandwidth / (4 B * (n_params - n_ctx*n_embd)))", ""]
     names = list(rows)
-    table = [["", *names], ["load (s)", *[_fmt(rows[n]["load_s"], 2) for n in names]]]
+    table = [["", *names], ["load (s)", *[_fmt(rows[n]["load_s"], 2) for n in names]],
+             ["  peak RSS rise (x weights)", *[_fmt(rows[n].get("load_peak_x"), 2) for n in names]]]
     for T in res["prefill_lengths"]:
         table.append([f"prefill T={T} (tok/s)", *[_fmt(rows[n]["prefill"][str(T)]) for n in names]])
     for B in res["batch_sizes"]:
@@ -498,7 +510,7 @@ def save_plot(res: Dict[str, Any], path: str) -> None:
 
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
-              json=False, plot=None, device="cpu", train=False, train_batch=2, train_context=256):
+              json=False, plot=None, device="cpu", bf16=False, train=False, train_batch=2, train_context=256):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -519,6 +531,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         json: Print one JSON object on stdout instead of the table.
         plot: Save a bar chart (PNG) to this path (needs matplotlib).
         device: cpu (default), cuda or cuda:N.
+        bf16: Add tf-bf16 and torch-bf16 columns (the same measurements in bfloat16).
         train: Also measure training (see gpt2_common.train.benchmark): tokens/s and peak memory of
             a fwd+bwd+AdamW step, with and without gradient checkpointing, for each backend and hf.
         train_batch: Batch of the training rows.
@@ -536,6 +549,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
     (rounds,) = int_list(rounds, "rounds")
     threads = None if threads is None else int_list(threads, "threads")[0]
     hf, json, device = as_bool(hf, "hf"), as_bool(json, "json"), cli.check_device(device) or "cpu"
+    columns = names + ([f"{b}-bf16" for b in names] if as_bool(bf16, "bf16") else [])  # bf16 columns
     if n_new < 2:
         raise UsageError("--decode_tokens must be at least 2 (the first token comes from the prefill)")
     if plot is not None:
@@ -581,18 +595,20 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
                 "repeats": repeats, "threads": threads}
         runs: Dict[str, List[Dict[str, Any]]] = {}
         for r in range(rounds):  # interleaved, so a slow spell of a shared machine hits every row
-            for b in names + (["hf"] if hf else []):
+            for b in columns + (["hf"] if hf else []):
                 if r and b not in runs:
                     continue  # failed in the first round
                 log(f"{b}: starting worker (round {r + 1} of {rounds})")
                 try:
-                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b)))
+                    dtype = "bfloat16" if b.endswith("-bf16") else "float32"
+                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b.split("-")[0], dtype=dtype)))
                 except (RuntimeError, ValueError) as e:
                     notes.append(f"{b} row missing: {e}")
                     runs.pop(b, None)
             if r + 1 < rounds:
                 bandwidth = max(bandwidth, measure_bandwidth())
         limit = bandwidth * 1e9 / size["bytes_per_token"]
+        add_load_peaks(runs, spec["model_dir"])  # the load row's peak memory (gpt2_common.loadmem)
         for b, results in runs.items():
             rows[b] = best_of(results)
             rows[b]["fraction_of_limit"] = rows[b]["decode"][str(b0)]["tokens_per_s"] / (b0 * limit)

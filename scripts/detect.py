@@ -8,18 +8,25 @@
     gpt2_detect --data_dir data --source small-117M --limit 1000
     # the TF-IDF + logistic regression baseline (needs the `detect` extra: scikit-learn)
     gpt2_detect --method tfidf --data_dir data --source small-117M --output small-117M.json
+    # GLTR: each document's rank-bucket fractions + logistic regression (model and scikit-learn)
+    gpt2_detect --method gltr --data_dir data --source small-117M --limit 1000
 """
 import json as _json
 
-from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
 
-METHODS = ("logprob", "tfidf")
+from gpt2_common import cli  # noqa: E402
+
+METHODS = ("logprob", "tfidf", "gltr")
+MODEL_METHODS = ("logprob", "gltr")  # the methods that load a GPT-2 model
 
 
 def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, fake_test=None,
            real_train=None, fake_train=None, data_dir=None, source=None, real_source='webtext',
            limit=None, max_tokens=256, stride=None, prepend_eot=True, backend='torch', device=None,
-           model_name='124M', models_dir='models', model_dir=None, output=None, download=True):
+           model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, output=None, download=True,
+           dtype='float32'):
     """Train/calibrate a detector on real vs generated .jsonl files and print its accuracy as JSON.
 
     Labels: documents from the real files (WebText) are 0, from the generated ("fake") files 1.
@@ -38,33 +45,40 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
     files, logistic regression with C chosen from 1/64 .. 64 (powers of 2) on the validation files.
     Prints exactly {"source", "n_train", "valid_accuracy", "test_accuracy"}.
 
+    --method gltr (GLTR's view as features; loads a GPT-2 model; needs scikit-learn): each
+    document's fractions of tokens ranked top 10 / top 100 / top 1000 / beyond over its first
+    max_tokens tokens, logistic regression trained on the train files with C chosen from
+    1/64 .. 64 on the validation files, as tfidf. Prints {"source", "method", "n_train", "n_valid",
+    "n_test", "max_tokens", "C", "valid_accuracy", "test_accuracy"}.
+
     Files are given one by one (--real_valid ... --fake_train) or by the dataset's naming with
     --data_dir and --source: DATA_DIR/webtext.SPLIT.jsonl and DATA_DIR/SOURCE.SPLIT.jsonl (a file
     given explicitly wins).
 
     Args:
-        method: "logprob" (default) or "tfidf".
+        method: "logprob" (default), "tfidf" or "gltr".
         real_valid: Real (WebText) validation .jsonl.
         fake_valid: Generated validation .jsonl.
         real_test: Real test .jsonl.
         fake_test: Generated test .jsonl.
-        real_train: Real training .jsonl (tfidf only).
-        fake_train: Generated training .jsonl (tfidf only).
+        real_train: Real training .jsonl (tfidf and gltr).
+        fake_train: Generated training .jsonl (tfidf and gltr).
         data_dir: Folder with the dataset's files, named as above.
         source: The generated files' name (e.g. small-117M, xl-1542M-k40); also the "source" in
             the JSON (default: taken from the generated test file's name).
         real_source: The real files' name in data_dir (default webtext).
         limit: Use only the first limit documents of each file.
-        max_tokens: logprob: score each document's first max_tokens tokens (0: all of it).
-        stride: logprob: sliding-window step for documents longer than the context (default n_ctx // 2).
-        prepend_eot: logprob: score the first token given <|endoftext|> (default).
-        backend: logprob: "torch" (default) or "tf".
-        device: logprob: cpu, cuda or cuda:N (default: the GPU if there is one).
-        model_name: logprob: 124M, 355M, 774M, 1558M (folder in models_dir), or another folder there.
+        max_tokens: logprob, gltr: score each document's first max_tokens tokens (0: all of it).
+        stride: logprob, gltr: sliding-window step for documents longer than the context (default n_ctx // 2).
+        prepend_eot: logprob, gltr: score the first token given <|endoftext|> (default).
+        backend: logprob, gltr: "torch" (default) or "tf".
+        device: logprob, gltr: cpu, cuda or cuda:N (default: the GPU if there is one).
+        model_name: logprob, gltr: 124M, 355M, 774M, 1558M (folder in models_dir), or another folder there.
         models_dir: Path to the parent folder containing model subfolders.
         model_dir: Path of a model folder, used instead of models_dir/model_name.
         output: Also write the JSON to this file.
         download: Download a missing released model (--nodownload: just report it).
+        dtype: logprob: compute dtype: float32 (default), bfloat16 or float16.
     """
     from gpt2_common import research
 
@@ -73,14 +87,15 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
     limit = cli.check_int("limit", limit, 1, allow_none=True)
     if output is not None and (not isinstance(output, str) or not output):
         raise cli.UsageError(f"--output must be a path, got {output!r}")
-    if method == "logprob":  # checked before any file is read or model loaded
+    if method in MODEL_METHODS:  # checked before any file is read or model loaded
         cli.check_backend(backend)
         device = cli.check_device(device)
+        dtype = cli.check_dtype(dtype)
         max_tokens = cli.check_int("max_tokens", max_tokens, 0, allow_none=True) or None
         stride = cli.check_int("stride", stride, 1, allow_none=True)
         prepend_eot = cli.check_flag("prepend_eot", prepend_eot)
         download = cli.check_flag("download", download)
-    splits = ("train", "valid", "test") if method == "tfidf" else ("valid", "test")
+    splits = ("valid", "test") if method == "logprob" else ("train", "valid", "test")
     given = {"train": (real_train, fake_train), "valid": (real_valid, fake_valid), "test": (real_test, fake_test)}
     try:
         paths = _paths(splits, given, data_dir, source, real_source)
@@ -91,8 +106,8 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
         if method == "tfidf":
             result = research.tfidf_baseline(data["train"], data["valid"], data["test"], source=source)
         else:
-            result = _logprob(research, data, source, max_tokens, stride, prepend_eot, backend, device,
-                              model_name, models_dir, model_dir, download)
+            result = _with_model(method, research, data, source, max_tokens, stride, prepend_eot, backend,
+                                 device, dtype, model_name, models_dir, model_dir, download)
     except research.ResearchError as e:
         raise cli.UsageError(str(e)) from None
     text = _json.dumps(result)
@@ -130,16 +145,21 @@ def _paths(splits, given, data_dir, source, real_source):
     return paths
 
 
-def _logprob(research, data, source, max_tokens, stride, prepend_eot, backend, device, model_name,
-             models_dir, model_dir, download):
-    """Load the model (after every flag and file is checked) and run the log-probability detector."""
+def _with_model(method, research, data, source, max_tokens, stride, prepend_eot, backend, device, dtype,
+                model_name, models_dir, model_dir, download):
+    """Load the model (after every flag and file is checked) and run the log-probability or GLTR detector."""
     path, name = cli.resolve_model_dir(model_name, models_dir, model_dir)
     cli.ensure_model_files(path, name, download)
     from gpt2_common.hparams import load_hparams
     from gpt2_common.interface import load_model
 
     research.check_stride(stride, load_hparams(path).n_ctx)
-    model = load_model(backend, path, device=device)
+    model = load_model(backend, path, device=device, dtype=dtype)
+    if method == "gltr":
+        from gpt2_common.gltr import gltr_detection
+
+        return gltr_detection(model, data["train"], data["valid"], data["test"], source=source,
+                              max_tokens=max_tokens, stride=stride, prepend_eot=prepend_eot)
     return research.logprob_detection(model, *data["valid"], *data["test"], source=source,
                                       max_tokens=max_tokens, stride=stride, prepend_eot=prepend_eot)
 

@@ -4,12 +4,10 @@
     download_dataset                                   # everything: 13 sets x 3 splits
     download_dataset webtext,small-117M valid,test --data_dir data
 """
-import os
 import sys
 
-_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-if __name__ == "__main__" and os.path.isdir(os.path.join(_SRC, "gpt2_common")):
-    sys.path.insert(0, _SRC)  # run from a checkout: use that checkout's code, not an install
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
 
 from gpt2_common import cli  # noqa: E402
 

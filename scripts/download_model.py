@@ -4,12 +4,10 @@
     download_model 124M                     # -> models/124M/{checkpoint, encoder.json, ...}
     python scripts/download_model.py 355M --models_dir /data/models
 """
-import os
 import sys
 
-_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-if __name__ == "__main__" and os.path.isdir(os.path.join(_SRC, "gpt2_common")):
-    sys.path.insert(0, _SRC)  # run from a checkout: use that checkout's code, not an install
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
 
 from gpt2_common import cli  # noqa: E402
 

@@ -3,13 +3,16 @@
 
     generate_unconditional_samples --model_name 124M --nsamples 3 --top_k 40
 """
-from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 
-def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None,
+def sample_model(model_name=cli.DEFAULT_MODEL, seed=None, nsamples=0, batch_size=1, length=None,
                  temperature=1, top_k=0, top_p=1, models_dir='models', backend='torch',
                  device=None, model_dir=None, stop_at_endoftext=False, top_p_mode='original',
-                 download=True):
+                 download=True, dtype='float32'):
     """Run the sample_model: print samples numbered 1, 2, 3, ... until nsamples (0: until Ctrl-C).
 
     Each sample follows a line "=== SAMPLE N ===" and is streamed as it is generated (the first of
@@ -34,11 +37,12 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         stop_at_endoftext: End each sample at its next <|endoftext|> token.
         top_p_mode: "original" (the gpt-2 rule) or "holtzman" (smallest set reaching top_p).
         download: Download a missing released model (--nodownload: just report it).
+        dtype: Compute dtype: float32 (default), bfloat16 or float16.
     """
     flags = cli.check_sampling_flags(
         backend=backend, device=device, seed=seed, nsamples=nsamples, batch_size=batch_size,
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, top_p_mode=top_p_mode,
-        stop_at_endoftext=stop_at_endoftext, download=download, min_nsamples=0)
+        stop_at_endoftext=stop_at_endoftext, download=download, dtype=dtype, min_nsamples=0)
     ready = cli.prepare_model(flags, model_name=model_name, models_dir=models_dir,
                               model_dir=model_dir, unconditional=True)
     model = ready.load()

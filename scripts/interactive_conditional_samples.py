@@ -6,13 +6,16 @@
 """
 import sys
 
-from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 
-def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None,
+def interact_model(model_name=cli.DEFAULT_MODEL, seed=None, nsamples=1, batch_size=1, length=None,
                    temperature=1, top_k=0, top_p=1, models_dir='models', backend='torch',
                    device=None, model_dir=None, stop_at_endoftext=False, top_p_mode='original',
-                   download=True):
+                   download=True, dtype='float32'):
     """Interactively run the model: read prompts (from a terminal or a pipe) and print samples.
 
     For each prompt, prints nsamples samples, each after a line "=== SAMPLE N ===", and a line of
@@ -39,11 +42,12 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         stop_at_endoftext: End each sample at its first <|endoftext|> token.
         top_p_mode: "original" (the gpt-2 rule) or "holtzman" (smallest set reaching top_p).
         download: Download a missing released model (--nodownload: just report it).
+        dtype: Compute dtype: float32 (default), bfloat16 or float16.
     """
     flags = cli.check_sampling_flags(
         backend=backend, device=device, seed=seed, nsamples=nsamples, batch_size=batch_size,
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, top_p_mode=top_p_mode,
-        stop_at_endoftext=stop_at_endoftext, download=download, min_nsamples=1)
+        stop_at_endoftext=stop_at_endoftext, download=download, dtype=dtype, min_nsamples=1)
     ready = cli.prepare_model(flags, model_name=model_name, models_dir=models_dir,
                               model_dir=model_dir, unconditional=False)
     model = ready.load()

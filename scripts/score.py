@@ -9,14 +9,18 @@
 import json as _json
 import sys
 
-from gpt2_common import cli
+if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
+    import _checkout  # noqa: F401
+
+from gpt2_common import cli  # noqa: E402
 
 TOKEN_WIDTH = 24
+GLTR_TOP = 5  # alternatives shown on hover in the --html page
 
 
-def score(text=None, file=None, backend='torch', device=None, model_name='124M', models_dir='models',
+def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEFAULT_MODEL, models_dir='models',
           model_dir=None, stride=None, json=False, prepend_eot=True, max_tokens=None, limit=None,
-          download=True):
+          download=True, dtype='float32', html=None, plot=None):
     """Print per-token log-probabilities (natural log) and ranks, and the totals, for a text.
 
     The text comes from the argument, from --file (plain text; a file ending in .jsonl is read as
@@ -48,11 +52,17 @@ def score(text=None, file=None, backend='torch', device=None, model_name='124M',
         max_tokens: Score only the first max_tokens tokens of each text.
         limit: For .jsonl input: score only the first limit documents.
         download: Download a missing released model (--nodownload: just report it).
+        dtype: Compute dtype: float32 (default), bfloat16 or float16.
+        html: Also write a GLTR-style page to this file: every token coloured by its rank bucket
+            (top 10 / 100 / 1000 / beyond), probability, rank and the top 5 alternatives on hover,
+            and a histogram of the buckets (self-contained; one text, not a .jsonl file).
+        plot: Also write the bucket histogram as a PNG to this file (needs matplotlib).
     """
     from gpt2_common import research
 
     cli.check_backend(backend)
     device = cli.check_device(device)
+    dtype = cli.check_dtype(dtype)
     stride = cli.check_int("stride", stride, 1, allow_none=True)
     max_tokens = cli.check_int("max_tokens", max_tokens, 1, allow_none=True)
     limit = cli.check_int("limit", limit, 1, allow_none=True)
@@ -60,7 +70,10 @@ def score(text=None, file=None, backend='torch', device=None, model_name='124M',
     prepend_eot = cli.check_flag("prepend_eot", prepend_eot)
     download = cli.check_flag("download", download)
     try:
+        views = _gltr_paths(html, plot)  # before any input is read or model loaded
         docs, is_jsonl = _read_input(text, file, limit)
+        if views and is_jsonl:
+            raise cli.UsageError("--html and --plot show one text: give a text or a plain file, not .jsonl")
         path, name = cli.resolve_model_dir(model_name, models_dir, model_dir)
         cli.ensure_model_files(path, name, download)
         from gpt2_common.hparams import load_hparams
@@ -68,13 +81,13 @@ def score(text=None, file=None, backend='torch', device=None, model_name='124M',
         research.check_stride(stride, load_hparams(path).n_ctx)  # before the weights load
         from gpt2_common.interface import load_model
 
-        model = load_model(backend, path, device=device)
+        model = load_model(backend, path, device=device, dtype=dtype)
         enc = model.encoder
         cli.setup_text_streams()
         for where, record, doc in docs:
             try:
                 result = research.score_text(model, doc, stride=stride, prepend_eot=prepend_eot,
-                                             max_tokens=max_tokens)
+                                             max_tokens=max_tokens, top_k=GLTR_TOP if views else 0)
             except research.ResearchError as e:
                 raise research.ResearchError(f"{where}: {e}" if where else str(e)) from None
             if as_json:
@@ -89,8 +102,26 @@ def score(text=None, file=None, backend='torch', device=None, model_name='124M',
             else:
                 print(table(result, enc))
                 print(summary_line(result))
+            _write_gltr(views, result, enc)
     except research.ResearchError as e:
         raise cli.UsageError(str(e)) from None
+
+
+def _gltr_paths(html, plot):
+    """``{"html": path, "plot": path}`` for the flags given, each checked to be writable."""
+    from gpt2_common.gltr import check_output_path
+
+    return {k: check_output_path(v, f"--{k}") for k, v in (("html", html), ("plot", plot)) if v is not None}
+
+
+def _write_gltr(views, result, encoder):
+    """Write the GLTR page and/or histogram asked for (issue 16)."""
+    from gpt2_common import gltr
+
+    if "html" in views:
+        gltr.write_html(views["html"], result, encoder)
+    if "plot" in views:
+        gltr.plot_histogram(views["plot"], gltr.bucket_counts(result.ranks))
 
 
 def _read_input(text, file, limit):

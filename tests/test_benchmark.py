@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,15 +32,15 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-@pytest.mark.skipif(not (installed("tensorflow") and installed("torch")), reason="needs both backends")
 def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
+    need("tensorflow"), need("torch")
     model_dir = make_model_dir("tiny", vocab=True)
     png = tmp_path / "bench.png"
     args = ["--model_dir", model_dir, "--backends", "tf,torch", "--prefill", "8,16", "--decode_tokens", 4,
-            "--batch_sizes", "1,2", "--repeats", 1, "--rounds", 2, "--vocab_dir", vocab_dir, "--json"]
+            "--batch_sizes", "1,2", "--repeats", 1, "--rounds", 2, "--vocab_dir", vocab_dir, "--json", "--bf16"]
     if installed("matplotlib"):
         args += ["--plot", png]
-    p = run_benchmark(*args)
+    p = run_benchmark(*args, timeout=400)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout)  # stdout is the JSON document and nothing else
 
@@ -51,10 +52,12 @@ def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
     assert positive(res["bandwidth_gbps"]) and positive(res["limit_tokens_per_s"])
     assert res["limit_tokens_per_s"] == pytest.approx(res["bandwidth_gbps"] * 1e9 / res["model"]["bytes_per_token"])
 
-    expected = {"tf", "torch"} | ({"hf"} if installed("transformers") else set())
+    expected = {"tf", "torch", "tf-bf16", "torch-bf16"} | ({"hf"} if installed("transformers") else set())
     assert set(res["backends"]) == expected
     for name, row in res["backends"].items():
         assert positive(row["load_s"]) and positive(row["peak_rss_mb"]), name
+        if name != "hf":  # load peak memory in multiples of the weights (a fresh process each)
+            assert isinstance(row["load_peak_x"], float) and row["load_peak_x"] >= 0, name
         assert row["rounds"] == 2, name  # interleaved rounds, best of each
         assert set(row["prefill"]) == {"8", "16"} and all(map(positive, row["prefill"].values())), name
         assert set(row["decode"]) == {"1", "2"}, name

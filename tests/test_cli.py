@@ -27,6 +27,11 @@ INTERACTIVE = "interactive_conditional_samples"
 UNCONDITIONAL = "generate_unconditional_samples"
 HEADER = re.compile(r"={40} SAMPLE (\d+) ={40}$", re.M)  # after "Model prompt >>> " when piped
 OFFLINE = "http://127.0.0.1:1"  # refused at once: the tests never touch the network
+# TensorFlow's C++ runtime logs these at start-up whatever TF_CPP_MIN_LOG_LEVEL says (absl writes to
+# stderr before it is initialised); they are TensorFlow's, not the CLI's, so the checks skip them.
+TF_STARTUP_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are "
+                            r"written to STDERR|I0000 \S+ +\d+ port\.cc:\d+\] oneDNN custom operations .*)\n",
+                            re.M)
 
 
 def run_cli(script, *args, stdin=None, cwd=None, env=None, timeout=180):
@@ -39,7 +44,7 @@ def run_cli(script, *args, stdin=None, cwd=None, env=None, timeout=180):
                        cwd=cwd, env=full_env, timeout=timeout)
     # bytes, decoded here: text mode would translate any "\r" the random model prints
     return subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode("utf-8"),
-                                       p.stderr.decode("utf-8", errors="replace"))
+                                       TF_STARTUP_LOG.sub("", p.stderr.decode("utf-8", errors="replace")))
 
 
 def samples(stdout):
@@ -400,3 +405,99 @@ def test_missing_model_offline(tmp_path):
     (tmp_path / "m" / "hparams.json").write_text("{}")
     p = run_cli(INTERACTIVE, "--model_dir", tmp_path / "m", cwd=tmp_path)
     assert_user_error(p, "model files missing (checkpoint, encoder.json", str(tmp_path / "m"))
+
+
+# -- every script from a checkout that is not installed; --dtype ----------------------------------
+
+SCRIPT_ERRORS = {  # a flag error each script reports before loading anything
+    "score": (["hi", "--dtype", "float64"],
+              "error: unknown dtype 'float64': choose one of float32, bfloat16, float16"),
+    "detect": (["--dtype", "float64"], "error: unknown dtype 'float64'"),
+    INTERACTIVE: (["--dtype", "float64"], "error: unknown dtype 'float64'"),
+    UNCONDITIONAL: (["--dtype", "float16x"], "error: unknown dtype 'float16x'"),
+    "download_model": (["999M"], "error: unknown model '999M'"),
+    "download_dataset": (["webtext", "dev"], "error: unknown split 'dev'"),
+    "benchmark": (["--backends", "nope"], "error: unknown backend 'nope'"),
+    "convert": (["no-such-folder", "out"], "error: no-such-folder: no such folder"),
+    "eval": (["lambada", "--stride", "0"], "error: stride must be an integer >= 1, got 0"),
+    "encode": (["in.txt", "out.bin", "--val_fraction", "2"], "error: val_fraction must be a number in [0, 1], got 2"),
+    "train": (["--dataset", "x.bin", "--learning_rate", "0"], "error: learning_rate must be a number > 0, got 0"),
+}
+
+
+def test_every_script_runs_from_a_checkout_that_is_not_installed(model, tmp_path):
+    """``python scripts/<name>.py`` from a copy of the checkout, run from another folder, with no
+    PYTHONPATH and the toolkit's install hidden: ``-S`` skips ``site``, so no ``.pth`` file runs
+    (an editable install is such a file), and the site-packages folders go on PYTHONPATH so the
+    third-party packages still import. The copy's gpt2_common announces itself on stderr, which
+    proves the script used the checkout it sits in (whatever else is installed)."""
+    import site
+
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    for d in ("src", "scripts"):
+        shutil.copytree(ROOT / d, checkout / d, ignore=shutil.ignore_patterns("__pycache__"))
+    marker = "gpt2_common from the copied checkout"
+    with open(checkout / "src" / "gpt2_common" / "__init__.py", "a") as f:
+        f.write(f"\nimport sys as _sys\n_sys.stderr.write({marker!r} + '\\n')\n")
+    elsewhere.mkdir()
+    sites = [d for d in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(d)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=os.pathsep.join(sites), TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODELS_URL=OFFLINE)
+
+    def run(script, *args):
+        return subprocess.run([sys.executable, "-S", str(checkout / "scripts" / f"{script}.py"),
+                               *map(str, args)], capture_output=True, text=True, cwd=elsewhere,
+                              env=env, timeout=180)
+
+    for script in sorted(p.stem for p in (ROOT / "scripts").glob("*.py") if not p.stem.startswith("_")):
+        args, error = SCRIPT_ERRORS[script]  # a new script needs an entry here
+        p = run(script, *args)
+        assert p.returncode == 2 and p.stderr.splitlines()[0] == marker, (script, p.stderr)
+        assert p.stderr.splitlines()[1:] == [p.stderr.splitlines()[-1]] and \
+            p.stderr.splitlines()[-1].startswith(error), (script, p.stderr)
+    p = run("score", "The dog", "--model_dir", model, "--json")  # and a whole run
+    assert p.returncode == 0 and p.stderr == marker + "\n", p.stderr
+    assert '"tokens": [464, 3290]' in p.stdout
+
+
+def _script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("script", ["score", "detect", INTERACTIVE, UNCONDITIONAL])
+def test_dtype_flag_is_checked_and_reaches_load_model(script, model, tmp_path, monkeypatch):
+    import gpt2_common.interface as interface
+
+    seen = []
+
+    class Loading(Exception):
+        pass
+
+    def fake_load_model(backend, model_dir, device=None, dtype="float32"):
+        seen.append(dtype)
+        raise Loading
+
+    monkeypatch.setattr(interface, "load_model", fake_load_model)
+    mod = _script(script)
+    for f in ("real", "fake"):
+        (tmp_path / f"{f}.jsonl").write_text('{"text": "Some text."}\n')
+    real, fake = str(tmp_path / "real.jsonl"), str(tmp_path / "fake.jsonl")
+    call = {
+        "score": lambda **kw: mod.score("The dog", **kw),
+        "detect": lambda **kw: mod.detect(real_valid=real, real_test=real, fake_valid=fake, fake_test=fake, **kw),
+        INTERACTIVE: lambda **kw: mod.interact_model(**kw),
+        UNCONDITIONAL: lambda **kw: mod.sample_model(**kw),
+    }[script]
+    for dtype in ("bfloat16", "float16", "float32"):
+        with pytest.raises(Loading):
+            call(model_dir=str(model), dtype=dtype)
+    assert seen == ["bfloat16", "float16", "float32"]
+    for bad in ("float64", "fp16", None, 16):
+        with pytest.raises(cli.UsageError, match="unknown dtype"):
+            call(model_dir=str(model), dtype=bad)
+    assert len(seen) == 3  # checked before anything loads

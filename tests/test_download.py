@@ -1,5 +1,7 @@
 """gpt2_common.download against a real HTTP server on 127.0.0.1 that can misbehave on purpose:
-drop the connection mid-file, answer 404 or 500, stall, or ignore Range requests."""
+drop the connection mid-file, answer 404 or 500, stall, trickle, ignore Range requests, send no
+length, or send an HTML page with status 200. It serves a valid model folder (the real vocabulary,
+a tiny random checkpoint), since every file is checked before it gets its name."""
 from __future__ import annotations
 
 import os
@@ -21,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Server:
     """Serves ``files`` (url path -> bytes). ``behave[path]`` is a list of one-shot behaviours
-    consumed per request ("drop", "404", "500", "stall", "stallbody", "norange"); ``always[path]``
-    is the behaviour once those are used up; ``requests`` logs ``(path, Range header)``."""
+    consumed per request ("drop", "404", "500", "stall", "stallbody", "norange", "nolength": no
+    Content-Length, "nolengthcut": that and half the body, "html": an error page with status 200,
+    "trickle": a byte every 20 ms); ``always[path]`` is the behaviour once those are used up;
+    ``requests`` logs ``(path, Range header)``."""
 
     def __init__(self) -> None:
         self.files: dict = {}
@@ -49,6 +53,14 @@ class Server:
                     return
                 if how == "stall":
                     time.sleep(1.5)
+                if how == "html":
+                    page = b"<html><body>Service temporarily unavailable</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 start = 0
                 if rng and how != "norange":
                     start = int(rng.split("=")[1].split("-")[0])
@@ -61,8 +73,18 @@ class Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
+                if not how.startswith("nolength"):
+                    self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
+                if how == "nolengthcut":  # the end of the body is the end of the connection
+                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    return
+                if how == "trickle":
+                    for i in range(start, min(len(body), start + 200)):  # at most 4 s
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                    return
                 if how == "stallbody":  # headers at once, then nothing
                     self.wfile.flush()
                     time.sleep(1.5)
@@ -83,12 +105,26 @@ class Server:
         self.httpd.server_close()
 
 
+@pytest.fixture(scope="module")
+def model_files(vocab_dir, tmp_path_factory) -> dict:
+    """A valid model folder's files (name -> bytes): the real vocabulary, a tiny random checkpoint
+    and random bytes as model.ckpt.meta (which nothing reads or checks)."""
+    from gpt2_common.hparams import HParams
+    from gpt2_common.weights import random_weights, save_model
+
+    hp = HParams(n_vocab=300, n_ctx=16, n_embd=8, n_head=2, n_layer=2)
+    d = save_model(str(tmp_path_factory.mktemp("served")), hp, random_weights(hp), str(vocab_dir))
+    files = {f: Path(d, f).read_bytes() for f in MODEL_FILES if f != "model.ckpt.meta"}
+    files["model.ckpt.meta"] = os.urandom(3000)
+    return files
+
+
 @pytest.fixture
-def server(monkeypatch):
+def server(monkeypatch, model_files):
     monkeypatch.setattr(download, "BACKOFF", 0.01)
     s = Server()
-    for i, f in enumerate(MODEL_FILES):
-        s.files[f"/124M/{f}"] = os.urandom(1000 + 37 * i) if "ckpt" in f else f"{f} {i}\n".encode() * 50
+    for f, body in model_files.items():
+        s.files[f"/124M/{f}"] = body
     yield s
     s.close()
 
@@ -166,6 +202,146 @@ def test_stalled_server_times_out(server, tmp_path, how):
                        progress=False, retries=1, timeout=0.5)
     assert time.monotonic() - start < 5
     assert final_files(tmp_path / "124M") == []
+
+
+DATA, INDEX = "model.ckpt.data-00000-of-00001", "model.ckpt.index"
+
+
+@pytest.mark.parametrize("file", [DATA, "hparams.json"])
+def test_body_without_length_cut_short_is_resumed(server, tmp_path, file):
+    """A 200 without Content-Length whose body is cut short used to be saved as complete."""
+    path = f"/124M/{file}"
+    body = server.files[path]
+    server.behave[path] = ["nolengthcut"]
+    download_model("124M", str(tmp_path), files=[file], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / file).read_bytes() == body
+    ranges = [r for p, r in server.requests if p == path]
+    # the probe from the end gets 206 (there is more): the cut is noticed and the next try resumes
+    assert ranges == [None, f"bytes={len(body) // 2}-", f"bytes={len(body) // 2}-"]
+
+
+def test_body_without_length_complete_is_confirmed(server, tmp_path):
+    path = f"/124M/{INDEX}"
+    server.behave[path] = ["nolength"]
+    download_model("124M", str(tmp_path), files=[INDEX], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / INDEX).read_bytes() == server.files[path]
+    assert [r for p, r in server.requests if p == path] == [None, f"bytes={len(server.files[path])}-"]
+
+
+def test_cut_body_from_a_server_ignoring_range_fails_the_checks(server, tmp_path):
+    """Without Range support the end cannot be confirmed: the content checks catch the cut."""
+    path = f"/124M/{INDEX}"
+    server.behave[path] = ["nolengthcut", "norange"]
+    with pytest.raises(DownloadError, match=r"model.ckpt.index: .*; not saved \(run again"):
+        download_model("124M", str(tmp_path), files=[INDEX], base_url=server.url, progress=False)
+    assert not (tmp_path / "124M").exists()  # no final name, no .part (and the empty folder went)
+    download_model("124M", str(tmp_path), files=[INDEX], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / INDEX).read_bytes() == server.files[path]
+
+
+@pytest.mark.parametrize("file", ["hparams.json", "encoder.json", "vocab.bpe", "checkpoint", INDEX])
+def test_html_page_with_status_200_is_not_saved(server, tmp_path, file):
+    server.behave[f"/124M/{file}"] = ["html"]
+    with pytest.raises(DownloadError, match=f"/124M/{file}: .*; not saved") as e:
+        download_model("124M", str(tmp_path), files=[file], base_url=server.url, progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "124M").exists()
+    download_model("124M", str(tmp_path), files=[file], base_url=server.url, progress=False)  # fetched again
+    assert (tmp_path / "124M" / file).read_bytes() == server.files[f"/124M/{file}"]
+
+
+def _corrupt(body: bytes) -> bytes:
+    return body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) + body[len(body) // 2 + 1:]
+
+
+@pytest.mark.parametrize("file, damage, words", [
+    ("encoder.json", _corrupt, "SHA-256 .* is not that of GPT-2's encoder.json"),
+    ("vocab.bpe", lambda b: b[:b.rindex(b"\n", 0, len(b) // 2) + 1], "is not that of GPT-2's vocab.bpe"),
+    ("hparams.json", lambda b: b'{"n_vocab": 50257}', "missing field 'n_ctx'"),
+    ("checkpoint", lambda b: b"all good\n", "not a checkpoint state file"),
+    (INDEX, _corrupt, "checksum mismatch"),
+    (DATA, _corrupt, "crc32c mismatch"),
+    (DATA, lambda b: b[:-4], "truncated"),
+])
+def test_invalid_files_are_not_kept(server, tmp_path, file, damage, words):
+    """Complete transfers of wrong content: the file is deleted and a re-run fetches it again."""
+    path = f"/124M/{file}"
+    good = server.files[path]
+    server.files[path] = damage(good)
+    files = [INDEX, DATA] if file == DATA else [file]  # data is checked against the index
+    with pytest.raises(DownloadError, match=words) as e:
+        download_model("124M", str(tmp_path), files=files, base_url=server.url, progress=False)
+    assert "\n" not in str(e.value) and "not saved" in str(e.value)
+    assert (os.listdir(tmp_path / "124M") == [INDEX]) if file == DATA else not (tmp_path / "124M").exists()
+    server.files[path] = good
+    download_model("124M", str(tmp_path), files=files, base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / file).read_bytes() == good
+
+
+def test_trickling_server_is_a_stall(server, tmp_path):
+    """A byte every 20 ms never trips the socket time-out; the stall rule gives up, keeps the
+    .part, and a later run resumes it."""
+    path = f"/124M/{DATA}"
+    server.always[path] = "trickle"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"stalled \(less than 1000 bytes in 0.3 s\) "
+                                            r"\(gave up after 2 tries; run again to resume\)"):
+        download_model("124M", str(tmp_path), files=[DATA], base_url=server.url, progress=False,
+                       retries=1, stall_bytes=1000, stall_seconds=0.3)
+    assert time.monotonic() - start < 3
+    part = tmp_path / "124M" / (DATA + ".part")
+    have = part.stat().st_size
+    assert 0 < have < 1000 and final_files(tmp_path / "124M") == []
+    server.always.clear()
+    download_model("124M", str(tmp_path), files=[DATA], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / DATA).read_bytes() == server.files[path]
+    assert server.requests[-1] == (path, f"bytes={have}-")
+
+
+def test_sampling_cli_download_keeps_part_and_resumes(server, tmp_path, monkeypatch):
+    """The CLIs' automatic download used to delete the .part and the models folder on failure or
+    Ctrl-C; now it keeps them like download_model, and the next run resumes."""
+    from gpt2_common import cli
+
+    monkeypatch.setenv("GPT2_MODELS_URL", server.url)
+    model_dir = str(tmp_path / "models" / "124M")
+    server.always[f"/124M/{DATA}"] = "drop"
+    with pytest.raises(cli.UsageError, match="download failed .*run again to resume"):
+        cli.ensure_model_files(model_dir, "124M", err=open(os.devnull, "w"))
+    kept = sorted(os.listdir(model_dir))
+    assert kept == sorted([f for f in MODEL_FILES if f != DATA] + [DATA + ".part"])  # data comes last
+    half = os.path.getsize(os.path.join(model_dir, DATA + ".part"))
+    assert half > 0
+    server.always.clear()
+    real = download._fetch_once
+
+    def interrupted(url, part, *args):
+        real(url, part, *args)
+        raise KeyboardInterrupt  # Ctrl-C after some data arrived
+    monkeypatch.setattr(download, "_fetch_once", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.ensure_model_files(model_dir, "124M", err=open(os.devnull, "w"))
+    assert os.path.getsize(os.path.join(model_dir, DATA + ".part")) == len(server.files[f"/124M/{DATA}"])
+    monkeypatch.setattr(download, "_fetch_once", real)
+    server.requests.clear()
+    cli.ensure_model_files(model_dir, "124M", err=open(os.devnull, "w"))
+    assert final_files(Path(model_dir)) == sorted(MODEL_FILES)
+    # only the data was asked for again, from where the .part ended (416: complete)
+    assert server.requests == [(f"/124M/{DATA}", f"bytes={len(server.files[f'/124M/{DATA}'])}-")]
+
+
+def test_sampling_cli_download_stopped_before_the_data_resumes(server, tmp_path, monkeypatch):
+    """Stopped after the index and before any data arrived: the folder must not count as complete."""
+    from gpt2_common import cli
+
+    monkeypatch.setenv("GPT2_MODELS_URL", server.url)
+    model_dir = tmp_path / "models" / "124M"
+    download_model("124M", str(tmp_path / "models"), files=[f for f in MODEL_FILES if f != DATA],
+                   base_url=server.url, progress=False)
+    assert cli.missing_model_files(str(model_dir)) == [DATA]
+    cli.ensure_model_files(str(model_dir), "124M", err=open(os.devnull, "w"))
+    assert final_files(model_dir) == sorted(MODEL_FILES)
+    assert cli.missing_model_files(str(model_dir)) == []
 
 
 def test_rerun_skips_complete_files(server, tmp_path):
@@ -248,7 +424,7 @@ def test_dataset_defaults_to_everything(server, tmp_path):
     assert len(download.DATASETS) == 13 and "xl-1542M-nucleus" in download.DATASETS
     for name in download.DATASETS:
         for split in download.SPLITS:
-            server.files[f"/{name}.{split}.jsonl"] = f"{name}.{split}\n".encode()
+            server.files[f"/{name}.{split}.jsonl"] = f'{{"text": "{name}.{split}"}}\n'.encode()
     paths = download_dataset(data_dir=str(tmp_path), base_url=server.url, progress=False)
     assert len(paths) == 39 and len(server.requests) == 39
     for p in paths:

@@ -12,6 +12,7 @@ import regex
 
 from gpt2_common.encoder import (ENDOFTEXT, EOT, Encoder, EncoderError, bytes_to_unicode,
                                  get_encoder, load_encoder)
+from conftest import need
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def enc(vocab_dir) -> Encoder:
 @pytest.fixture(scope="module")
 def tk(enc):
     """tiktoken's encoder built from the same encoder.json (no network)."""
-    pytest.importorskip("tiktoken")
+    need("tiktoken")
     return enc.tiktoken()
 
 
@@ -212,7 +213,7 @@ def test_encode_batch(enc):
 
 
 def test_decode_accepts_iterables_and_numpy(enc):
-    np = pytest.importorskip("numpy")
+    np = need("numpy")
     ids = enc.encode("Hello world, the dog")
     assert enc.decode(np.array(ids)) == "Hello world, the dog"
     assert enc.decode(np.array(ids, dtype=np.int32).tolist()) == "Hello world, the dog"
@@ -306,6 +307,20 @@ def test_bad_vocab_bpe(vocab_copy, line, words):
         load_encoder(vocab_copy)
     msg = _one_line(err)
     assert words in msg and "vocab.bpe" in msg
+
+
+@pytest.mark.parametrize("keep", [1, 2, 40000, 50000])
+def test_vocab_bpe_cut_at_a_line_boundary(vocab_copy, keep):
+    """A vocab.bpe cut after a whole line used to load and tokenize differently ("hell" + "o")."""
+    lines = (vocab_copy / "vocab.bpe").read_text(encoding="utf-8").rstrip("\n").split("\n")
+    assert len(lines) == 50001  # header + 50000 merges
+    (vocab_copy / "vocab.bpe").write_text("\n".join(lines[:keep]) + "\n", encoding="utf-8")
+    with pytest.raises(EncoderError) as err:
+        load_encoder(vocab_copy)
+    assert _one_line(err).endswith(f"{keep - 1} merges but {vocab_copy / 'encoder.json'} has 50257 "
+                                   "tokens (expected 256 + merges + 1 = "
+                                   f"{256 + keep - 1 + 1}): a file is truncated or from another "
+                                   "vocabulary")
 
 
 def test_copied_files_load_and_header_is_optional(vocab_copy, enc):

@@ -10,6 +10,7 @@ import pytest
 
 from gpt2_common import HParamsError, ModelError, SamplingError, load_model, sample_sequence
 from gpt2_common.hparams import HParams, load_hparams
+from conftest import need
 
 BACKENDS = ["tf", "torch"]
 
@@ -155,10 +156,10 @@ def test_torch_backend_never_imports_tensorflow(make_model_dir):
 def test_tf_backend_uses_one_inter_op_thread_unless_told(preset, expected):
     """On a CPU, importing gpt2_tf sets TF's inter-op pool to one thread, unless the user already
     chose (through the API before the import, or TF_NUM_INTEROP_THREADS)."""
-    pytest.importorskip("tensorflow")
+    need("tensorflow")
     code = ("import os, tensorflow as tf\n"
             "if 'SET_FIRST' in os.environ: tf.config.threading.set_inter_op_parallelism_threads(4)\n"
-            "import gpt2_tf.sample\n"
+            "import gpt2_tf.backend\n"
             "print(tf.config.threading.get_inter_op_parallelism_threads())\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
     r = run_python(code, {**env, **preset, "CUDA_VISIBLE_DEVICES": ""})

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from gpt2_common import load_model
+from conftest import need, unavailable
 
-pytest.importorskip("torch")
-pytest.importorskip("tensorflow")
+need("torch")
+need("tensorflow")
 
 LOGIT_TOL = 1e-4  # across backends, fp32, CPU
 CACHE_TOL = 1e-5  # within a backend: cache vs no cache, batch vs single, padded vs unpadded
@@ -68,7 +69,7 @@ def test_logits_agree_across_backends(models, config):
 def test_cache_matches_no_cache(models, config, backend, monkeypatch):
     m = models(config)[backend]
     if backend == "torch":  # a small buffer step, so the in-place cache grows (and is copied) thrice
-        monkeypatch.setattr("gpt2_torch.sample.CACHE_STEP", 5)
+        monkeypatch.setattr("gpt2_torch.backend.CACHE_STEP", 5)
     tokens = tokens_for(m.hparams, 2, 24, seed=1)
     full = m.logits(tokens)
     mask = np.ones_like(tokens)
@@ -141,8 +142,8 @@ def test_sampled_identical_across_backends_with_same_seed(models, config):
 @pytest.mark.parametrize("config", ["tiny", "mid"])
 def test_huggingface_transformers_agrees(models, make_model_dir, config):
     """A third, independent implementation given the same weights."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = need("torch")
+    transformers = need("transformers")
     from gpt2_common.weights import huggingface_state, load_weights
 
     m = models(config)
@@ -161,9 +162,9 @@ def test_huggingface_transformers_agrees(models, make_model_dir, config):
 
 
 def test_gpu_logits_match_cpu(make_model_dir):
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU on this machine")
+        unavailable("no CUDA GPU on this machine", ci_may_skip=True)
     d = make_model_dir("mid")
     cpu, gpu = load_model("torch", d, device="cpu"), load_model("torch", d, device="cuda")
     tokens = tokens_for(cpu.hparams, 2, 64, seed=7)

@@ -19,6 +19,7 @@ import pytest
 
 from gpt2_common import research
 from gpt2_common.research import ResearchError
+from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 EOT = 50256
@@ -149,7 +150,7 @@ def test_jsonl_reading_and_errors(tmp_path):
 
 
 def test_tfidf_baseline_separates_vocabularies():
-    pytest.importorskip("sklearn")
+    need("sklearn")
     split = lambda s: (corpus(WORDS_A, 60, s), corpus(WORDS_B, 60, s + 100))  # noqa: E731
     result = research.tfidf_baseline(split(1), split(2), split(3), source="toy")
     assert list(result) == ["source", "n_train", "valid_accuracy", "test_accuracy"]
@@ -175,7 +176,7 @@ def tiny_dir(make_model_dir):
 
 @pytest.fixture(scope="module")
 def models(tiny_dir):
-    pytest.importorskip("torch")
+    need("torch")
     from gpt2_common import load_model
 
     return {"torch": load_model("torch", tiny_dir, device="cpu")}
@@ -183,7 +184,7 @@ def models(tiny_dir):
 
 @pytest.fixture(scope="module")
 def tf_model(tiny_dir):
-    pytest.importorskip("tensorflow")
+    need("tensorflow")
     from gpt2_common import load_model
 
     return load_model("tf", tiny_dir, device="cpu")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gpt2_common.sampling import Sampler, SamplingError, filter_logits, probabilities, validate_args
+from conftest import need
 
 
 def kept(logits, **kw):
@@ -43,7 +44,7 @@ def test_temperature_applies_before_truncation():
 
 def test_filter_matches_the_original_tensorflow_rules():
     """The original sample.py's top_k_logits/top_p_logits, written in TF2 ops, keep the same tokens."""
-    tf = pytest.importorskip("tensorflow")
+    tf = need("tensorflow")
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((6, 500)) * 3).astype(np.float32)
     logits[0, :10] = logits[0, 10]  # ties

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import need
 from gpt2_common import cli, load_model
 from gpt2_common.checkpoint import read_checkpoint
 from gpt2_common.train.data import BatchSampler
 from gpt2_common.train.optim import OptimConfig, step_scalars
 from gpt2_common.train.session import make_trainer
 
-pytest.importorskip("torch")
-pytest.importorskip("tensorflow")
+need("torch")
+need("tensorflow")
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_TOL = 1e-4  # across backends: loss at every step, final weights
@@ -41,7 +42,7 @@ def test_twenty_steps_agree_across_backends(make_model_dir):
                       grad_clip=1.0)
     runs, models = {}, {}
     for backend in ("tf", "torch"):
-        models[backend] = load_model(backend, d, device="cpu")
+        models[backend] = load_model(backend, d, device="cpu", trainable=True)
         trainer = make_trainer(models[backend], cfg, False, False)
         losses, norms = [], []
         for step in range(20):
@@ -200,7 +201,7 @@ def test_memory_saving_and_only_transformer_layers(make_model_dir, backend):
     cfg = OptimConfig(optimizer="sgd", learning_rate=0.1, steps=3)  # SGD: weights follow the gradients linearly
     weights = {}
     for saving, only in ((False, False), (True, False), (False, True)):
-        trainer = make_trainer(load_model(backend, d, device="cpu"), cfg, only, saving)
+        trainer = make_trainer(load_model(backend, d, device="cpu", trainable=True), cfg, only, saving)
         start = trainer.weights()
         for step in range(3):
             trainer.forward_backward(sampler.batch(step))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import need
 from gpt2_common import load_model
 from gpt2_common.hparams import load_hparams
 from gpt2_common.weights import expected_shapes, huggingface_state, load_weights
 
-pytest.importorskip("torch")
-pytest.importorskip("tensorflow")
+need("torch")
+need("tensorflow")
 
 GRAD_TOL = 1e-4  # relative: max|a - b| / max|b|, per variable
 CONFIG_PARAMS = ["tiny", "mid", pytest.param("124M", marks=pytest.mark.slow)]
@@ -34,8 +35,8 @@ def compare(name: str, loss_a: float, grads_a: dict, loss_b: float, grads_b: dic
 
 def hf_gradients(model_dir, tokens: np.ndarray):
     """Loss and gradients from Hugging Face ``GPT2LMHeadModel``, mapped to checkpoint names."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = need("torch")
+    transformers = need("transformers")
     hp = load_hparams(model_dir)
     config, state = huggingface_state(load_weights(model_dir, hp), hp)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config))

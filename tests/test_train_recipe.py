@@ -7,8 +7,8 @@ import json
 import time
 
 import numpy as np
-import pytest
 
+from conftest import need
 from gpt2_common.constants import EOT_TOKEN
 from gpt2_common.encoder import load_encoder
 from gpt2_common.hparams import HParams
@@ -18,7 +18,7 @@ from gpt2_common.train.run import initial_weights
 from gpt2_common.train.session import make_trainer
 from gpt2_common.weights import save_model
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
 
 
 def unigram_cross_entropy(train: np.ndarray, val: np.ndarray) -> float:
@@ -30,7 +30,7 @@ def unigram_cross_entropy(train: np.ndarray, val: np.ndarray) -> float:
 
 
 def test_pydoc_topics_from_scratch(tmp_path, vocab_dir):
-    topics = pytest.importorskip("pydoc_data.topics").topics
+    topics = need("pydoc_data.topics").topics
     with open(tmp_path / "topics.jsonl", "w", encoding="utf-8") as f:
         for key in sorted(topics):
             f.write(json.dumps({"text": topics[key]}) + "\n")
@@ -44,7 +44,7 @@ def test_pydoc_topics_from_scratch(tmp_path, vocab_dir):
     save_model(str(tmp_path / "init"), hp, initial_weights(hp, seed=0))
     from gpt2_common import load_model
 
-    trainer = make_trainer(load_model("torch", tmp_path / "init", device="cpu"), OptimConfig(
+    trainer = make_trainer(load_model("torch", tmp_path / "init", device="cpu", trainable=True), OptimConfig(
         optimizer="adamw", learning_rate=1e-2, warmup_steps=5, lr_schedule="cosine", steps=STEPS), False, False)
     sampler, val_sampler = BatchSampler(train, 33, 8, seed=0), BatchSampler(val, 33, 8, seed=0)
     t0 = time.perf_counter()
@@ -54,7 +54,7 @@ def test_pydoc_topics_from_scratch(tmp_path, vocab_dir):
     val_loss = float(np.mean([trainer.eval_loss(b) for b in val_sampler.eval_batches(8)]))
     print(f"pydoc topics, {STEPS} steps in {time.perf_counter() - t0:.1f} s: validation loss {val_loss:.3f} "
           f"nats/token vs unigram cross-entropy {baseline:.3f}")
-    assert val_loss < baseline - 0.25  # measured: 5.338 vs 5.697
+    assert val_loss < baseline - 0.1  # measured: 5.532 vs 5.697
 
 
-STEPS = 80  # 80 x 8 x 32 tokens
+STEPS = 60  # 60 x 8 x 32 tokens: ~30 s of CPU time (the README recipe is the long version)

@@ -13,35 +13,21 @@ Format, for prefix P (e.g. ``models/124M/model.ckpt``)::
     P.data-0000S-of-0000N       raw little-endian tensor bytes at [offset, offset+size) of shard S;
                                 strings: varint64 lengths, masked crc32c of the lengths, the bytes.
 
-    SSTable:  data blocks | metaindex block | index block | footer (48 bytes)
-      block   = entries | restart offsets (uint32 each) | num_restarts (uint32)
-                + trailer: compression type (1 byte, 0 = none, 1 = snappy) + masked crc32c (uint32)
-                  of block+type byte
-      entry   = varint shared_key_len, varint unshared_len, varint value_len, key suffix, value
-      index   = block of (key >= last key of data block i) -> BlockHandle (varint offset, varint size)
-      footer  = metaindex handle, index handle, zero padding to 40 bytes, magic 0xdb4775248b80fb57
-
-"Masked" crc32c: ((crc >> 15) | (crc << 17)) + 0xa282ead8 (mod 2**32), crc32c = CRC-32C (Castagnoli).
+The SSTable container, varints and CRC-32C are :mod:`gpt2_common.sstable`'s job.
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
 import struct
 import tempfile
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-try:  # hardware CRC-32C; the numpy fallback below is correct but slower (~0.5 GB/s)
-    import google_crc32c as _google_crc32c
-
-    if getattr(_google_crc32c, "implementation", "c") != "c":  # its pure-Python mode is slower than ours
-        _google_crc32c = None
-except ImportError:  # pragma: no cover - depends on the environment
-    _google_crc32c = None
+from .sstable import (as_bytes, build_table, crc32c, fields, get_varint, int64, mask, read_table,
+                      varint)
 
 __all__ = ["CheckpointError", "crc32c", "list_variables", "read_checkpoint",
            "resolve_checkpoint_prefix", "write_checkpoint"]
@@ -53,162 +39,7 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, malformed or corrupt (one-line message naming the file)."""
 
 
-# ----------------------------------------------------------------------------------- CRC-32C
-_POLY, _MASK_DELTA, _MAGIC = 0x82F63B78, 0xA282EAD8, 0xDB4775248B80FB57
-_TABLE = []
-for _b in range(256):
-    for _ in range(8):
-        _b = (_b >> 1) ^ (_POLY if _b & 1 else 0)
-    _TABLE.append(_b)
-
-
-def _apply(cols: Sequence[int], v: int) -> int:
-    """Apply a GF(2)-linear map on 32-bit registers, given by the images of the 32 unit vectors."""
-    r, j = 0, 0
-    while v:
-        if v & 1:
-            r ^= cols[j]
-        v, j = v >> 1, j + 1
-    return r
-
-
-@functools.lru_cache(maxsize=None)
-def _zero_powers() -> Tuple[Tuple[int, ...], ...]:
-    """powers[k]: the map 'feed 2**k zero bytes' on a CRC register (no pre/post inversion)."""
-    p = tuple(_TABLE[(1 << j) & 0xFF] ^ ((1 << j) >> 8) for j in range(32))
-    powers = [p]
-    for _ in range(47):
-        p = tuple(_apply(p, c) for c in p)
-        powers.append(p)
-    return tuple(powers)
-
-
-def _feed_zeros(reg: int, nbytes: int) -> int:
-    """The raw CRC register after feeding ``nbytes`` zero bytes, in O(log n)."""
-    for p in _zero_powers():
-        if not nbytes:
-            break
-        if nbytes & 1:
-            reg = _apply(p, reg)
-        nbytes >>= 1
-    return reg
-
-
-@functools.lru_cache(maxsize=None)
-def _lane_tables(lanes: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Lookup tables of 'feed 4*lanes zero bytes' for the low and high 16 bits of a register."""
-    cols = [_feed_zeros(1 << j, 4 * lanes) for j in range(32)]
-    idx = np.arange(65536, dtype=np.uint32)
-    lo, hi = np.zeros(65536, np.uint32), np.zeros(65536, np.uint32)
-    for j in range(16):
-        bit = ((idx >> j) & 1).astype(bool)
-        lo[bit] ^= np.uint32(cols[j])
-        hi[bit] ^= np.uint32(cols[j + 16])
-    return lo, hi
-
-
-def _raw_crc(data: np.ndarray) -> int:
-    """CRC register (start 0, no inversion) of uint8 ``data``, vectorised with numpy.
-
-    The data is cut into rows of ``lanes`` little-endian words; lane k accumulates
-    s = G(s) ^ row[k] where G feeds one row's worth of zeros.  Word k of the final state then
-    still has to be shifted past the words after it, which is exactly the CRC of the state
-    written out as bytes (computed recursively); a short tail is combined the same way.
-    """
-    n = data.size
-    if n < 512:
-        reg = 0
-        for b in data.tobytes():
-            reg = _TABLE[(reg ^ b) & 0xFF] ^ (reg >> 8)
-        return reg
-    lanes = 1 << min(12, int(math.log2(n / 4) / 2))
-    nrows = n // (4 * lanes)
-    body = nrows * 4 * lanes
-    rows = data[:body].view("<u4").reshape(nrows, lanes)
-    lo, hi = _lane_tables(lanes)
-    s, t, u = rows[0].astype(np.uint32), np.empty(lanes, np.uint32), np.empty(lanes, np.uint32)
-    for i in range(1, nrows):
-        np.bitwise_and(s, 0xFFFF, out=t)
-        np.right_shift(s, 16, out=s)
-        np.take(lo, t, out=u)
-        np.take(hi, s, out=t)
-        np.bitwise_xor(u, t, out=s)
-        np.bitwise_xor(s, rows[i], out=s)
-    reg = _raw_crc(s.astype("<u4").view(np.uint8))
-    if body < n:
-        reg = _feed_zeros(reg, n - body) ^ _raw_crc(data[body:])
-    return reg
-
-
-def _as_bytes(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> np.ndarray:
-    if isinstance(data, np.ndarray):
-        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    return np.frombuffer(data, dtype=np.uint8)
-
-
-def crc32c(data: Union[bytes, bytearray, memoryview, np.ndarray], crc: int = 0) -> int:
-    """CRC-32C of ``data`` (an array counts by its raw bytes), continuing from ``crc``."""
-    buf = _as_bytes(data)
-    if _google_crc32c is not None:
-        step = 1 << 24  # it only takes bytes: copy 16 MiB at a time
-        for i in range(0, buf.size, step):
-            crc = _google_crc32c.extend(crc, buf[i:i + step].tobytes())
-        return crc
-    return _feed_zeros(crc ^ 0xFFFFFFFF, buf.size) ^ _raw_crc(buf) ^ 0xFFFFFFFF
-
-
-def _mask(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-# ------------------------------------------------------------------------- protobuf / varints
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int64 -> 10-byte two's complement, as protobuf does
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _get_varint(buf: bytes, pos: int, what: str) -> Tuple[int, int]:
-    result, shift = 0, 0
-    while pos < len(buf) and shift < 70:
-        b = buf[pos]
-        result |= (b & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if not b & 0x80:
-            return result, pos
-    raise ValueError(f"truncated varint in {what}")
-
-
-def _fields(buf: bytes, what: str) -> List[Tuple[int, Union[int, bytes]]]:
-    """Decode a protobuf message into (field number, int or bytes) pairs."""
-    out, pos = [], 0
-    while pos < len(buf):
-        tag, pos = _get_varint(buf, pos, what)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _get_varint(buf, pos, what)
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
-        elif wire == 2:
-            length, pos = _get_varint(buf, pos, what)
-            value, pos = buf[pos:pos + length], pos + length
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} in {what}")
-        if pos > len(buf):
-            raise ValueError(f"truncated {what}")
-        out.append((field, value))
-    return out
-
-
-def _int64(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
+# ------------------------------------------------------------------------- BundleEntryProto
 class _Entry(NamedTuple):
     dtype: int
     shape: Tuple[int, ...]
@@ -223,32 +54,32 @@ def _parse_entry(buf: bytes, what: str) -> _Entry:
     """Decode a BundleEntryProto; an unknown dimension or rank shows up as -1 in the shape."""
     f: Dict[int, Union[int, bytes]] = {1: 0, 3: 0, 4: 0, 5: 0, 6: 0, 2: b""}
     sliced = False
-    for field, value in _fields(buf, what):
+    for field, value in fields(buf, what):
         sliced |= field == 7
         if field in f:
             if isinstance(value, bytes) != (field == 2):
                 raise ValueError(f"malformed {what}")
             f[field] = value
     shape = []
-    for field, dim in _fields(f[2], what):
+    for field, dim in fields(f[2], what):
         if field == 3 and dim:  # unknown_rank
             shape.append(-1)
         elif field == 2:
-            size = dict(_fields(dim, what)).get(1, 0) if isinstance(dim, bytes) else -1
-            shape.append(_int64(size) if isinstance(size, int) else -1)
-    return _Entry(f[1], tuple(shape), f[3], _int64(f[4]), _int64(f[5]), f[6], sliced)
+            size = dict(fields(dim, what)).get(1, 0) if isinstance(dim, bytes) else -1
+            shape.append(int64(size) if isinstance(size, int) else -1)
+    return _Entry(f[1], tuple(shape), f[3], int64(f[4]), int64(f[5]), f[6], sliced)
 
 
 def _encode_entry(e: _Entry) -> bytes:
-    dims = b"".join(b"\x12" + _varint(len(d)) + d for d in
-                    ((b"\x08" + _varint(s)) if s else b"" for s in e.shape))
-    out = b"\x08" + _varint(e.dtype) + b"\x12" + _varint(len(dims)) + dims
+    dims = b"".join(b"\x12" + varint(len(d)) + d for d in
+                    ((b"\x08" + varint(s)) if s else b"" for s in e.shape))
+    out = b"\x08" + varint(e.dtype) + b"\x12" + varint(len(dims)) + dims
     if e.shard_id:
-        out += b"\x18" + _varint(e.shard_id)
+        out += b"\x18" + varint(e.shard_id)
     if e.offset:
-        out += b"\x20" + _varint(e.offset)
+        out += b"\x20" + varint(e.offset)
     if e.size:
-        out += b"\x28" + _varint(e.size)
+        out += b"\x28" + varint(e.size)
     return out + b"\x35" + struct.pack("<I", e.crc)
 
 
@@ -282,93 +113,6 @@ def _tf_dtype(a: np.ndarray, where: str) -> int:
     if a.dtype.str[1:] not in _NP_TO_DT:
         raise CheckpointError(f"{where}: cannot store numpy dtype {a.dtype} in a checkpoint")
     return _NP_TO_DT[a.dtype.str[1:]]
-
-
-# ---------------------------------------------------------------------------------- SSTable
-def _read_table(path: str) -> List[Tuple[bytes, bytes]]:
-    """All (key, value) pairs of an SSTable file, in order; raises ValueError if malformed."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 48 or struct.unpack_from("<Q", data, len(data) - 8)[0] != _MAGIC:
-        raise ValueError("not a checkpoint index (bad SSTable footer/magic number)")
-
-    def block(handle: bytes, what: str) -> bytes:
-        off, pos = _get_varint(handle, 0, what)
-        size, _ = _get_varint(handle, pos, what)
-        if off + size + 5 > len(data) - 48:
-            raise ValueError(f"{what} lies outside the file (truncated index?)")
-        raw, kind = data[off:off + size], data[off + size]
-        if _mask(crc32c(data[off:off + size + 1])) != struct.unpack_from("<I", data, off + size + 1)[0]:
-            raise ValueError(f"{what} checksum mismatch (corrupt index)")
-        if kind == 1:
-            raise ValueError(f"{what} is snappy-compressed, which this reader does not support "
-                             "(re-save the checkpoint with TensorFlow's default, uncompressed index)")
-        if kind != 0:
-            raise ValueError(f"{what} has unknown compression type {kind}")
-        return raw
-
-    def entries(blk: bytes, what: str) -> List[Tuple[bytes, bytes]]:
-        if len(blk) < 4:
-            raise ValueError(f"{what} is too short")
-        end = len(blk) - 4 - 4 * struct.unpack_from("<I", blk, len(blk) - 4)[0]
-        out, pos, key = [], 0, b""
-        while 0 <= pos < end:
-            shared, pos = _get_varint(blk, pos, what)
-            unshared, pos = _get_varint(blk, pos, what)
-            vlen, pos = _get_varint(blk, pos, what)
-            if shared > len(key) or pos + unshared + vlen > end:
-                raise ValueError(f"{what} has a malformed entry")
-            key = key[:shared] + blk[pos:pos + unshared]
-            out.append((key, blk[pos + unshared:pos + unshared + vlen]))
-            pos += unshared + vlen
-        if end < 0:
-            raise ValueError(f"{what} has a malformed restart array")
-        return out
-
-    footer = data[-48:]
-    _, pos = _get_varint(footer, 0, "footer")  # skip the metaindex handle (offset, size)
-    _, pos = _get_varint(footer, pos, "footer")
-    result: List[Tuple[bytes, bytes]] = []
-    for i, (_, handle) in enumerate(entries(block(footer[pos:], "index block"), "index block")):
-        result.extend(entries(block(handle, f"data block {i}"), f"data block {i}"))
-    if any(a[0] >= b[0] for a, b in zip(result, result[1:])):
-        raise ValueError("keys are not in strictly increasing order")
-    return result
-
-
-def _build_block(items: Sequence[Tuple[bytes, bytes]], restart_interval: int) -> bytes:
-    """A block plus its trailer (no compression), keys prefix-compressed between restarts."""
-    out, restarts, prev = bytearray(), [], b""
-    for i, (key, value) in enumerate(items):
-        shared = 0
-        if i % restart_interval:
-            shared = len(os.path.commonprefix([prev, key]))
-        else:
-            restarts.append(len(out))
-        out += _varint(shared) + _varint(len(key) - shared) + _varint(len(value))
-        out += key[shared:] + value
-        prev = key
-    restarts = restarts or [0]
-    out += struct.pack(f"<{len(restarts)}I", *restarts) + struct.pack("<I", len(restarts)) + b"\0"
-    return bytes(out) + struct.pack("<I", _mask(crc32c(out)))
-
-
-def _build_table(items: Sequence[Tuple[bytes, bytes]], block_size: int = 4096) -> bytes:
-    out, index, pending, pending_size = bytearray(), [], [], 0
-    for i, (key, value) in enumerate(items):
-        pending.append((key, value))
-        pending_size += len(key) + len(value) + 8
-        if pending_size >= block_size or i == len(items) - 1:
-            blk = _build_block(pending, 16)
-            index.append((key, _varint(len(out)) + _varint(len(blk) - 5)))
-            out += blk
-            pending, pending_size = [], 0
-    handles = b""
-    for blk in (_build_block([], 1), _build_block(index, 1)):  # metaindex (empty), index
-        handles += _varint(len(out)) + _varint(len(blk) - 5)
-        out += blk
-    return bytes(out) + handles.ljust(40, b"\0") + struct.pack("<Q", _MAGIC)
-
 
 # ------------------------------------------------------------------------------- public API
 def resolve_checkpoint_prefix(path: PathLike) -> str:
@@ -408,11 +152,11 @@ def _read_index(prefix: str) -> Tuple[int, Dict[str, _Entry]]:
     if not os.path.isfile(index):
         raise CheckpointError(f"{index}: checkpoint index file not found")
     try:
-        items = _read_table(index)
+        items = read_table(index)
         if not items or items[0][0] != b"":
             raise ValueError("no header entry")
-        header = dict(_fields(items[0][1], "header"))
-        version = dict(_fields(header.get(3, b""), "header version"))
+        header = dict(fields(items[0][1], "header"))
+        version = dict(fields(header.get(3, b""), "header version"))
         entries = {k.decode("utf-8", "surrogateescape"): _parse_entry(v, f"entry {k!r}")
                    for k, v in items[1:]}
     except ValueError as e:
@@ -435,10 +179,12 @@ def _read_string_tensor(f, e: _Entry, where: str) -> Tuple[np.ndarray, int]:
     """Decode a DT_STRING tensor: varint64 lengths, masked crc32c of the lengths, the bytes."""
     f.seek(e.offset)
     buf = f.read(e.size)
-    count, pos, lengths = int(np.prod(e.shape, dtype=np.int64)), 0, []
+    count, pos, lengths = math.prod(e.shape), 0, []
+    if count > len(buf):  # each string's length takes at least one byte
+        raise CheckpointError(f"{where}: shape {e.shape} needs more than its {e.size} bytes")
     try:
         for _ in range(count):
-            n, pos = _get_varint(buf, pos, "string lengths")
+            n, pos = get_varint(buf, pos, "string lengths")
             lengths.append(n)
     except ValueError:
         raise CheckpointError(f"{where}: string tensor data is truncated") from None
@@ -447,13 +193,24 @@ def _read_string_tensor(f, e: _Entry, where: str) -> Tuple[np.ndarray, int]:
     if pos + 4 + sum(lengths) != e.size:
         raise CheckpointError(f"{where}: string tensor needs {pos + 4 + sum(lengths)} bytes, "
                               f"its entry says {e.size}")
-    if _mask(crc) != struct.unpack_from("<I", buf, pos)[0]:
+    if mask(crc) != struct.unpack_from("<I", buf, pos)[0]:
         raise CheckpointError(f"{where}: string length checksum mismatch (corrupt data)")
     crc, pos = crc32c(buf[pos:pos + 4], crc), pos + 4
     strings = np.empty(count, dtype=object)
     for i, n in enumerate(lengths):
         strings[i], pos = buf[pos:pos + n], pos + n
     return strings.reshape(e.shape), crc32c(buf[pos - sum(lengths):pos], crc)
+
+
+ALIGNMENT = 64  # bytes: TensorFlow's (Eigen's) alignment, so its tensors can share numpy's memory
+
+
+def aligned_empty(count: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised 1-D array of ``count`` ``dtype`` items starting at an ALIGNMENT boundary."""
+    nbytes = count * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -buf.ctypes.data % ALIGNMENT
+    return buf[start:start + nbytes].view(dtype)
 
 
 def read_checkpoint(path: PathLike, names: Optional[Iterable[str]] = None,
@@ -497,19 +254,19 @@ def read_checkpoint(path: PathLike, names: Optional[Iterable[str]] = None,
                 array, crc = _read_string_tensor(f, e, where)
             else:
                 dtype = _np_dtype(e.dtype, where)
-                count = int(np.prod(e.shape, dtype=np.int64))
+                count = math.prod(e.shape)  # Python ints: no int64 wrap-around
                 if e.size != count * dtype.itemsize:
                     raise CheckpointError(f"{where} has {e.size} bytes, but shape {e.shape} of "
                                           f"{dtype.name} needs {count * dtype.itemsize}")
                 f.seek(e.offset)
-                array = np.fromfile(f, dtype=dtype, count=count)
-                if array.size != count:
+                array = aligned_empty(count, dtype)  # TF can then take the memory without a copy
+                if f.readinto(array.view(np.uint8)) != e.size:
                     raise CheckpointError(f"{where}: short read (truncated file)")
                 crc = crc32c(array) if verify else 0
                 array = array.reshape(e.shape)
-            if verify and _mask(crc) != e.crc:
+            if verify and mask(crc) != e.crc:
                 raise CheckpointError(f"{where}: crc32c mismatch (stored {e.crc:#010x}, data gives "
-                                      f"{_mask(crc):#010x}); the data file is corrupt")
+                                      f"{mask(crc):#010x}); the data file is corrupt")
             out[name] = array
     finally:
         for _, _, f in files.values():
@@ -521,9 +278,9 @@ def _string_tensor_bytes(a: np.ndarray) -> Tuple[bytes, int]:
     """Serialise a string array the way TF does; returns (bytes, unmasked crc32c)."""
     items = [x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in a.ravel().tolist()]
     crc = crc32c(b"".join(struct.pack("<I" if len(x) < 1 << 32 else "<Q", len(x)) for x in items))
-    checksum = struct.pack("<I", _mask(crc))
+    checksum = struct.pack("<I", mask(crc))
     body = b"".join(items)
-    raw = b"".join(_varint(len(x)) for x in items) + checksum + body
+    raw = b"".join(varint(len(x)) for x in items) + checksum + body
     return raw, crc32c(body, crc32c(checksum, crc))
 
 
@@ -565,15 +322,15 @@ def write_checkpoint(directory: PathLike, tensors: Mapping[str, np.ndarray],
                 else:
                     if a.dtype.byteorder == ">":
                         a = a.astype(a.dtype.newbyteorder("<"))
-                    buf = _as_bytes(a)
+                    buf = as_bytes(a)
                     crc, size = crc32c(buf), buf.size
                     f.write(buf.data)
-                entry = _Entry(dt, tuple(a.shape), 0, offset, size, _mask(crc), False)
+                entry = _Entry(dt, tuple(a.shape), 0, offset, size, mask(crc), False)
                 items.append((name.encode("utf-8", "surrogateescape"), _encode_entry(entry)))
                 offset += size
         f, index_tmp = temp_file("index")
         with f:
-            f.write(_build_table(items))
+            f.write(build_table(items))
         f, state_tmp = temp_file("checkpoint")
         with f:
             quoted = prefix.replace("\\", "\\\\").replace('"', '\\"')

@@ -10,16 +10,27 @@ What the original ``download_model.py`` lacked, every file here gets:
 * an HTTP error status is an error naming the URL and status (an error page is never saved);
   404 and other 4xx fail at once;
 * connection errors, time-outs (``timeout`` seconds per socket operation, so a stalled server is
-  noticed), 5xx answers and bodies shorter than announced are retried with exponential backoff
-  (:data:`BACKOFF` seconds, doubling), resuming with an HTTP ``Range`` request;
+  noticed), stalls (less than ``stall_bytes`` bytes arriving in ``stall_seconds`` seconds, so a
+  server that trickles is noticed too), 5xx answers and bodies shorter than announced are retried
+  with exponential backoff (:data:`BACKOFF` seconds, doubling), resuming with an HTTP ``Range``
+  request;
+* a body sent without a length (no ``Content-Length``, not chunked) is only taken as complete
+  when the server answers a ``Range`` request from its end with 416 (nothing more); if it has
+  more, the body was cut short and the download resumes;
 * data is written to ``<file>.part`` and renamed (``os.replace``) to its final name only when it
-  is complete and its size matches what the server announced. So a final name always means a
-  complete file: a re-run skips files that exist without asking the server. A ``.part`` file may
-  remain after a failure or Ctrl-C; the next run resumes it;
+  is complete, its size matches what the server announced, and its content passes
+  :func:`gpt2_common.validate.check_download` (JSON parses, the vocabulary's SHA-256 is GPT-2's,
+  the checkpoint index and data pass the reader's checks). A file that fails is deleted, so a
+  re-run fetches it again. So a final name always means a complete, valid file: a re-run skips
+  files that exist without asking the server. A ``.part`` file may remain after a network
+  failure or Ctrl-C; the next run resumes it;
 * a tqdm progress bar per file (on stderr), and one clear line when the host cannot be reached.
 
 The base URLs can be overridden by argument or by the environment variables ``GPT2_MODELS_URL``
 and ``GPT2_DATASET_URL``; the argument wins.
+
+(A little over 350 lines: the retry/resume loop and the checks above are one contract for every
+file, models and dataset alike.)
 """
 from __future__ import annotations
 
@@ -48,6 +59,9 @@ SPLITS = ("train", "valid", "test")
 
 BACKOFF = 1.0  # seconds before the first retry; doubles after each failed try (tests lower it)
 CHUNK = 1 << 20
+STALL_BYTES = 64 << 10
+STALL_SECONDS = 60.0
+"""The default stall rule: fewer than STALL_BYTES bytes in STALL_SECONDS seconds is a stall."""
 _OFFLINE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 
 
@@ -78,14 +92,17 @@ def canonical_name(name: object) -> str:
 
 def download_model(model_name: str, models_dir: str = "models", *, files: Sequence[str] = MODEL_FILES,
                    base_url: Optional[str] = None, progress: bool = True, retries: int = 3,
-                   timeout: float = 30.0) -> str:
+                   timeout: float = 30.0, stall_bytes: int = STALL_BYTES,
+                   stall_seconds: float = STALL_SECONDS) -> str:
     """Download a released model's files into ``models_dir/<name>``; returns that folder.
 
     ``model_name`` is 124M, 355M, 774M or 1558M (117M and 345M mean 124M and 355M and are saved
     under the new name). ``files`` picks a subset of :data:`MODEL_FILES` (e.g. the vocabulary).
     Files already there are skipped. ``retries``: extra tries per file; ``timeout``: seconds per
-    network operation. Raises :class:`DownloadError`; folders it created stay only if they hold
-    a resumable ``.part`` file.
+    network operation; ``stall_bytes``/``stall_seconds``: the stall rule (see the module). Each
+    file is checked (:func:`gpt2_common.validate.check_download`) before it gets its name; the
+    checkpoint index is fetched before the data, which is checked against it. Raises
+    :class:`DownloadError`; folders it created stay only if they hold a resumable ``.part`` file.
     """
     name = canonical_name(model_name)
     files = (files,) if isinstance(files, str) else tuple(files)
@@ -95,21 +112,23 @@ def download_model(model_name: str, models_dir: str = "models", *, files: Sequen
     base = _base_url(base_url, ("GPT2_MODELS_URL",), MODELS_URL)
     target = os.path.join(models_dir, name)
     with _removed_if_empty_on_error([models_dir, target]):
-        for f in files:
+        for f in sorted(files, key=lambda f: ".data-" in f):  # the index first: data is checked against it
             fetch(f"{base}/{name}/{f}", os.path.join(target, f), progress=progress, retries=retries,
-                  timeout=timeout)
+                  timeout=timeout, stall_bytes=stall_bytes, stall_seconds=stall_seconds)
     return target
 
 
 def download_dataset(names: Union[None, str, Iterable[str]] = None,
                      splits: Union[None, str, Iterable[str]] = None, data_dir: str = "data", *,
                      base_url: Optional[str] = None, progress: bool = True, retries: int = 3,
-                     timeout: float = 30.0) -> List[str]:
+                     timeout: float = 30.0, stall_bytes: int = STALL_BYTES,
+                     stall_seconds: float = STALL_SECONDS) -> List[str]:
     """Download ``<name>.<split>.jsonl`` of the gpt-2-output-dataset into ``data_dir``.
 
     ``names`` (default: all of :data:`DATASETS`) and ``splits`` (default: all of :data:`SPLITS`)
     may be lists or comma-separated strings. Returns the paths, names outer, splits inner.
-    Files already there are skipped; otherwise as :func:`download_model`.
+    Files already there are skipped; each line of a new file must parse as JSON before it gets
+    its name; otherwise as :func:`download_model`.
     """
     names_, splits_ = _choose(names, DATASETS, "dataset"), _choose(splits, SPLITS, "split")
     base = _base_url(base_url, ("GPT2_DATASET_URL",), DATASET_URL)
@@ -118,7 +137,8 @@ def download_dataset(names: Union[None, str, Iterable[str]] = None,
         for n in names_:
             for s in splits_:
                 path = os.path.join(data_dir, f"{n}.{s}.jsonl")
-                fetch(f"{base}/{n}.{s}.jsonl", path, progress=progress, retries=retries, timeout=timeout)
+                fetch(f"{base}/{n}.{s}.jsonl", path, progress=progress, retries=retries, timeout=timeout,
+                      stall_bytes=stall_bytes, stall_seconds=stall_seconds)
                 paths.append(path)
     return paths
 
@@ -157,11 +177,15 @@ def _removed_if_empty_on_error(folders: Sequence[str]) -> Iterator[None]:
         raise
 
 
-def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeout: float = 30.0) -> bool:
+def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeout: float = 30.0,
+          stall_bytes: int = STALL_BYTES, stall_seconds: float = STALL_SECONDS,
+          check: bool = True) -> bool:
     """Download ``url`` to ``dest`` (via ``dest + ".part"``); False if ``dest`` already existed.
 
-    Raises :class:`DownloadError` on an HTTP error status, a file that cannot be written, or
-    when ``retries`` retries of a transient failure have failed as well.
+    With ``check``, the complete file must pass :func:`gpt2_common.validate.check_download` for
+    its name before it is renamed; one that fails is deleted. Raises :class:`DownloadError` on an
+    HTTP error status, an invalid file, a file that cannot be written, or when ``retries``
+    retries of a transient failure (including a stall) have failed as well.
     """
     if os.path.isfile(dest):
         return False  # only ever produced by the rename below, so it is complete
@@ -173,7 +197,9 @@ def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeo
     tries = max(0, int(retries)) + 1
     for attempt in range(tries):
         try:
-            _fetch_once(url, part, progress, timeout)
+            _fetch_once(url, part, progress, timeout, stall_bytes, stall_seconds)
+            if check:
+                _check(url, part, dest)
             os.replace(part, dest)
             return True
         except _Retry as e:
@@ -185,13 +211,26 @@ def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeo
                 host, reason = e.offline
                 raise DownloadError(f"cannot reach {host} ({reason}; gave up after {gave_up}): "
                                     "are you offline?") from None
-            raise DownloadError(f"{url}: {e} (gave up after {gave_up})") from None
+            resume = "; run again to resume" if os.path.isfile(part) else ""
+            raise DownloadError(f"{url}: {e} (gave up after {gave_up}{resume})") from None
         except OSError as e:  # the disk, not the network: writing, renaming
             raise DownloadError(f"cannot write {part}: {e.strerror or e}") from None
     raise AssertionError("unreachable")
 
 
-def _fetch_once(url: str, part: str, progress: bool, timeout: float) -> None:
+def _check(url: str, part: str, dest: str) -> None:
+    """Delete ``part`` and raise :class:`DownloadError` unless it is a valid ``dest``."""
+    from .validate import InvalidFile, check_download
+
+    try:
+        check_download(os.path.basename(dest), part, os.path.dirname(dest) or ".")
+    except InvalidFile as e:
+        os.remove(part)
+        raise DownloadError(f"{url}: {e}; not saved (run again to fetch it again)") from None
+
+
+def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes: int = STALL_BYTES,
+                stall_seconds: float = STALL_SECONDS) -> None:
     """One try: resume ``part`` from its size; raise :class:`_Retry` for transient failures."""
     have = os.path.getsize(part) if os.path.isfile(part) else 0
     headers = {"User-Agent": "gpt2-toolkit"}
@@ -227,22 +266,54 @@ def _fetch_once(url: str, part: str, progress: bool, timeout: float) -> None:
             have, mode = 0, "wb"
             length = resp.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
+        unsized = total is None and not getattr(resp, "chunked", False)  # ends when the server hangs up
         bar = _progress_bar(os.path.basename(part[:-len(".part")]), total, have, progress)
         with bar, open(part, mode) as f:
+            window_start, window_bytes = time.monotonic(), 0
             while True:
                 try:
-                    chunk = resp.read(CHUNK)
+                    chunk = resp.read1(CHUNK)  # whatever has arrived (at least one byte), or b"" at the end
                 except (OSError, http.client.HTTPException) as e:  # incl. time-outs, IncompleteRead
                     raise _network_error(url, e) from None
                 if not chunk:
                     break
                 f.write(chunk)
                 bar.update(len(chunk))
+                window_bytes += len(chunk)
+                if time.monotonic() - window_start >= stall_seconds:
+                    if window_bytes < stall_bytes:
+                        f.flush()
+                        raise _Retry(f"stalled (less than {stall_bytes} bytes in {stall_seconds:g} s)")
+                    window_start, window_bytes = time.monotonic(), 0
     got = os.path.getsize(part)
     if total is not None and got != total:
         if got > total:  # cannot be resumed: start over
             os.remove(part)
         raise _Retry(f"connection lost after {got} of {total} bytes")
+    if unsized:
+        _confirm_end(url, got, timeout)
+
+
+def _confirm_end(url: str, got: int, timeout: float) -> None:
+    """A body without a length ended after ``got`` bytes: ask for the rest (``Range: bytes=got-``).
+
+    416 means there is no more (complete); 206 means the body was cut short (:class:`_Retry`, which
+    resumes); a server that ignores ``Range`` cannot tell, and the content checks decide.
+    """
+    req = urllib.request.Request(url, headers={"User-Agent": "gpt2-toolkit", "Range": f"bytes={got}-"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if resp.status == 206:
+                raise _Retry(f"connection lost after {got} bytes (the server has more)")
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code == 416 and _content_range(e.headers.get("Content-Range", ""))[1] in (None, got):
+            return
+        raise _Retry(f"cannot confirm the end of a body without a length (HTTP {e.code})") from None
+    except urllib.error.URLError as e:
+        raise _network_error(url, e.reason) from None
+    except (OSError, http.client.HTTPException) as e:
+        raise _network_error(url, e) from None
 
 
 def _network_error(url: str, reason: object) -> _Retry:
@@ -272,3 +343,26 @@ def _progress_bar(name: str, total: Optional[int], initial: int, enabled: bool):
 
     return tqdm(total=total, initial=initial, desc=f"Fetching {name}", unit="B", unit_scale=True,
                 unit_divisor=1024, disable=not enabled, leave=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# LAMBADA (issue 16): OpenAI's preprocessed test set, on the same host as the models
+# ------------------------------------------------------------------------------------------------
+
+LAMBADA_URL = "https://openaipublic.blob.core.windows.net/gpt-2/data"
+
+
+def download_lambada(data_dir: str = "data", *, base_url: Optional[str] = None, progress: bool = True,
+                     retries: int = 3, timeout: float = 30.0) -> str:
+    """Download OpenAI's ``lambada_test.jsonl`` into ``data_dir``; returns its path.
+
+    The base URL is the argument, else ``GPT2_LAMBADA_URL``, else :data:`LAMBADA_URL`; a file
+    already there is skipped; otherwise as :func:`download_model` (resume, retries, ``.part``).
+    """
+    from .constants import LAMBADA_FILE
+
+    base = _base_url(base_url, ("GPT2_LAMBADA_URL",), LAMBADA_URL)
+    path = os.path.join(data_dir, LAMBADA_FILE)
+    with _removed_if_empty_on_error([data_dir]):
+        fetch(f"{base}/{LAMBADA_FILE}", path, progress=progress, retries=retries, timeout=timeout)
+    return path

@@ -249,9 +249,11 @@ def _read(path: str) -> str:
 
 
 def load_encoder(model_dir: PathLike) -> Encoder:
-    """The :class:`Encoder` from ``encoder.json`` and ``vocab.bpe`` in ``model_dir``."""
-    enc_path = os.path.join(os.fspath(model_dir), "encoder.json")
-    bpe_path = os.path.join(os.fspath(model_dir), "vocab.bpe")
+    """The :class:`Encoder` from ``encoder.json`` and ``vocab.bpe`` in ``model_dir`` (in a Hugging
+    Face folder: the same files named ``vocab.json`` and ``merges.txt``)."""
+    from .hf import vocab_paths
+
+    enc_path, bpe_path = vocab_paths(model_dir)
     try:
         encoder = json.loads(_read(enc_path))
     except json.JSONDecodeError as e:
@@ -280,6 +282,13 @@ def load_encoder(model_dir: PathLike) -> Encoder:
             raise EncoderError(f"malformed {bpe_path} line {n}: merge {line!r} makes "
                                f"{pair[0] + pair[1]!r}, which is not in encoder.json")
         merges.append(pair)
+    # every merge makes one token: 256 byte tokens + the merges (+ <|endoftext|>) is the whole
+    # vocabulary (GPT-2: 256 + 50000 + 1 = 50257), so a file cut at a line boundary is caught here
+    expected = 256 + len(merges) + (ENDOFTEXT in encoder)
+    if expected != len(encoder):
+        raise EncoderError(f"{bpe_path} has {len(merges)} merges but {enc_path} has {len(encoder)} "
+                           f"tokens (expected 256 + merges{' + 1' if ENDOFTEXT in encoder else ''} = "
+                           f"{expected}): a file is truncated or from another vocabulary")
     return Encoder(encoder, merges)
 
 

@@ -60,7 +60,8 @@ MODEL_SHAPES = {
 
 
 def load_hparams(path: PathLike) -> HParams:
-    """Load ``hparams.json`` from a file path or a model directory.
+    """Load ``hparams.json`` from a file path or a model directory (of a Hugging Face folder: its
+    ``config.json``, see :mod:`gpt2_common.hf`).
 
     Every key of :class:`HParams` must be present, no other key is allowed, and every value
     must be a positive integer with ``n_embd % n_head == 0``. Errors raise :class:`HParamsError`
@@ -68,6 +69,11 @@ def load_hparams(path: PathLike) -> HParams:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
+        from .hf import hf_folder, read_hf_config  # a Hugging Face folder: its config.json
+
+        folder = hf_folder(path)
+        if folder is not None:
+            return read_hf_config(folder)
         path = os.path.join(path, "hparams.json")
     try:
         with open(path, encoding="utf-8") as f:

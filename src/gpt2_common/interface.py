@@ -19,6 +19,7 @@ import numpy as np
 
 from .constants import BACKENDS, DTYPES, EOT_TOKEN
 from .hparams import HParams
+from .registry import backend_class
 from .sampling import Sampler, SamplingError, Seed, validate_args
 
 Context = Union[None, Sequence[int], Sequence[Sequence[int]], np.ndarray]
@@ -30,21 +31,18 @@ class ModelError(ValueError):
 
 
 def load_model(backend: str, model_dir: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
-               dtype: str = "float32") -> "GPT2Model":
+               dtype: str = "float32", trainable: bool = False) -> "GPT2Model":
     """Load the checkpoint in ``model_dir`` with backend ``"tf"`` or ``"torch"``.
 
     ``device``: ``None`` (the backend's default: the GPU if there is one), ``"cpu"``, ``"cuda"``
     / ``"cuda:N"`` / ``"gpu"``. ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+    ``trainable``: build the weights as trainable variables / parameters (for ``gpt2_common.train``).
     """
-    if backend == "torch":
-        from gpt2_torch.sample import TorchGPT2 as cls
-    elif backend == "tf":
-        from gpt2_tf.sample import TFGPT2 as cls
-    else:
+    if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    return cls(os.fspath(model_dir), device=device, dtype=dtype)
+    return backend_class(backend)(os.fspath(model_dir), device=device, dtype=dtype, trainable=trainable)
 
 
 def pad_left(contexts: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:

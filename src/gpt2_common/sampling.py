@@ -21,7 +21,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from .constants import TOP_P_MODES
+from .constants import TOP_P_MODES, TOP_P_ORIGINAL
 Seed = Union[None, int, Sequence[int]]
 
 
@@ -30,7 +30,7 @@ class SamplingError(ValueError):
 
 
 def validate_args(length: int, temperature: float, top_k: int, top_p: float,
-                  batch_size: int = 1, top_p_mode: str = "original") -> None:
+                  batch_size: int = 1, top_p_mode: str = TOP_P_ORIGINAL) -> None:
     """Raise :class:`SamplingError` (one line) for arguments no sampler accepts."""
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         raise SamplingError(f"length must be a non-negative integer, got {length!r}")
@@ -53,7 +53,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  top_p_mode: str = "original") -> np.ndarray:
+                  top_p_mode: str = TOP_P_ORIGINAL) -> np.ndarray:
     """Temperature, then top-k, then top-p: float64 logits ``[B, V]`` with dropped tokens at -inf."""
     x = np.asarray(logits, dtype=np.float64) / (temperature if temperature > 0 else 1.0)
     x = np.atleast_2d(x)
@@ -70,7 +70,7 @@ def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, 
             sorted_vals = vals[order]
             probs = _softmax(sorted_vals)
             cum = np.cumsum(probs)
-            if top_p_mode == "original":
+            if top_p_mode == TOP_P_ORIGINAL:
                 n = max(int(np.sum(cum <= top_p)), 1)
             else:  # smallest set whose probability reaches p
                 n = min(int(np.searchsorted(cum, top_p, side="left")) + 1, len(cum))
@@ -94,7 +94,7 @@ class Sampler:
     """Chooses next tokens from ``[B, V]`` logits; deterministic given the seed."""
 
     def __init__(self, batch_size: int, seed: Seed = None, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, top_p_mode: str = "original") -> None:
+                 top_p: float = 1.0, top_p_mode: str = TOP_P_ORIGINAL) -> None:
         validate_args(0, temperature, top_k, top_p, batch_size, top_p_mode)
         self.temperature, self.top_k, self.top_p, self.top_p_mode = temperature, top_k, top_p, top_p_mode
         self.rngs = row_generators(batch_size, seed)
@@ -120,6 +120,6 @@ class Sampler:
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  top_p_mode: str = "original") -> np.ndarray:
+                  top_p_mode: str = TOP_P_ORIGINAL) -> np.ndarray:
     """The distribution the sampler draws from, ``[B, V]`` float64 (for tests and analysis)."""
     return _softmax(filter_logits(logits, temperature, top_k, top_p, top_p_mode))

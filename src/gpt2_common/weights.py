@@ -59,7 +59,15 @@ def check_weights(weights: Mapping[str, np.ndarray], hp: HParams, source: str = 
 
 
 def load_weights(model_dir: str, hp: Optional[HParams] = None) -> Weights:
-    """Read and check the checkpoint in ``model_dir`` (no TensorFlow needed)."""
+    """Read and check the checkpoint in ``model_dir`` (no TensorFlow needed), or the weights of a
+    Hugging Face folder (see :mod:`gpt2_common.hf`)."""
+    from .hf import hf_folder, read_hf_model
+
+    if hf_folder(model_dir) is not None:
+        hf_hp, weights = read_hf_model(model_dir)
+        if hp is not None and hp != hf_hp:
+            raise CheckpointError(f"{os.fspath(model_dir)}: config.json describes {hf_hp}, not {hp}")
+        return weights
     hp = hp or load_hparams(model_dir)
     weights = read_checkpoint(model_dir, names=list(expected_shapes(hp)))
     check_weights(weights, hp, source=os.fspath(model_dir))
@@ -103,23 +111,8 @@ def save_model(model_dir: str, hp: HParams, weights: Mapping[str, np.ndarray],
 
 
 def huggingface_state(weights: Mapping[str, np.ndarray], hp: HParams) -> Tuple[Dict[str, Any], Weights]:
-    """``(GPT2Config kwargs, state dict of numpy arrays)`` for Hugging Face ``GPT2LMHeadModel``.
+    """``(GPT2Config kwargs, state dict)`` for Hugging Face ``GPT2LMHeadModel``: see
+    :func:`gpt2_common.hf.huggingface_state`, where the name mapping lives."""
+    from .hf import huggingface_state as state
 
-    Used by the parity suite's third opinion and the benchmark's peer row. HF's ``Conv1D`` stores
-    weights ``[in, out]`` like the checkpoint, so only the leading 1 of ``[1, in, out]`` goes.
-    The ``attn.bias`` causal-mask buffers are HF's own and not part of the state."""
-    config = dict(vocab_size=hp.n_vocab, n_positions=hp.n_ctx, n_embd=hp.n_embd, n_layer=hp.n_layer,
-                  n_head=hp.n_head, layer_norm_epsilon=1e-5, activation_function="gelu_new",
-                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
-    state = {"transformer.wte.weight": weights["model/wte"], "transformer.wpe.weight": weights["model/wpe"],
-             "transformer.ln_f.weight": weights["model/ln_f/g"], "transformer.ln_f.bias": weights["model/ln_f/b"],
-             "lm_head.weight": weights["model/wte"]}
-    for i in range(hp.n_layer):
-        for part in ("ln_1", "ln_2"):
-            state[f"transformer.h.{i}.{part}.weight"] = weights[f"model/h{i}/{part}/g"]
-            state[f"transformer.h.{i}.{part}.bias"] = weights[f"model/h{i}/{part}/b"]
-        for part in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"):
-            key = part.replace("/", ".")
-            state[f"transformer.h.{i}.{key}.weight"] = weights[f"model/h{i}/{part}/w"][0]
-            state[f"transformer.h.{i}.{key}.bias"] = weights[f"model/h{i}/{part}/b"]
-    return config, state
+    return state(weights, hp)

@@ -1,121 +1,173 @@
 """GPT-2 in TensorFlow 2, parameter for parameter the original TensorFlow 1 release.
 
-Mirrors ``gpt2_torch/model.py`` line for line; the math is the original ``model.py``'s:
-LayerNorm with eps 1e-5 and biased variance, GELU (tanh approximation), attention scaled by
-1/sqrt(head_dim) with masked scores set to -1e10, LM head tied to ``wte``.
+Mirrors ``gpt2_torch/model.py`` line for line (``diff`` shows only framework calls); the math is
+the original ``model.py``'s: LayerNorm with eps 1e-5 and biased variance, GELU (tanh
+approximation), attention scaled by 1/sqrt(head_dim) with masked scores at -1e10, LM head tied
+to ``wte``. Whatever the model dtype, LayerNorm statistics and attention scores, mask and softmax
+are computed in fp32 (-1e10 does not fit fp16; GPT-2's activations squared overflow it).
 
-Shapes: B batch, T new tokens, P past tokens, S = P + T, E n_embd, H n_head, D head_dim, V n_vocab,
-L n_layer. ``past``/``present`` are ``[B, L, 2, H, P, D]`` as in the original (while decoding,
-a list of per-layer ``(keys, values)`` may stand in: TensorFlow cannot update a tensor in place).
+Shapes: B batch, T new tokens, P past tokens, S = P + T, C cache capacity (>= S), E n_embd,
+H n_head, D head_dim, V n_vocab, L n_layer.
+
+Two ways to pass the past (one forward signature):
+- the original's: ``past``/``present`` ``[B, L, 2, H, P, D]`` / ``[B, L, 2, H, T, D]``;
+- a decoding cache (with ``past_length`` P): per layer ``(keys, values)`` ``[B, H, C, D]`` whose
+  first P positions are filled; the step writes its keys/values at positions P..S-1 and
+  ``present`` is the cache with S positions filled (TensorFlow cannot write a tensor in place:
+  here the new cache is the old one's first P positions with this step's appended, C = S).
 Variables keep the checkpoint's names: ``model/h0/attn/c_attn/w``
 (1x1-conv weights are stored as ``[in, out]``, the checkpoint's ``[1, in, out]`` squeezed).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from gpt2_common.hparams import HParams
 
-Past = Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]  # one layer's: [B, 2, H, P, D], or (keys, values)
-MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf)
+LayerCache = Tuple[tf.Tensor, tf.Tensor]  # one layer's decoding cache: (keys, values) [B, H, C, D]
+Past = Union[tf.Tensor, List[LayerCache]]
+MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf), in fp32
 LN_EPS = 1e-5
+NewVariable = Callable[[str, List[int]], tf.Variable]
 
 
-def variable(name: str, shape, dtype) -> tf.Variable:
-    return tf.Variable(tf.zeros(shape, dtype=dtype), name=name, trainable=False)
+def shareable(arr: np.ndarray) -> bool:
+    """Whether TensorFlow can use ``arr``'s memory as it is (see ``gpt2_common.checkpoint.aligned_empty``)."""
+    return (isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.flags.c_contiguous
+            and arr.flags.writeable and arr.ctypes.data % 64 == 0)
+
+
+def variables(dtype: tf.DType = tf.float32, weights: Optional[MutableMapping[str, np.ndarray]] = None,
+              trainable: bool = False, consume: bool = False) -> NewVariable:
+    """The modules' variable factory ``new(name, shape)``: a ``tf.Variable`` of ``dtype`` created
+    from ``weights[name]`` (zeros without ``weights``), so loading holds no zeroed copy.
+    ``consume`` removes each array from ``weights`` once used, so it can be freed at once."""
+    def new(name: str, shape: List[int]) -> tf.Variable:
+        if weights is None:
+            init = tf.zeros(shape, dtype=dtype)
+        elif consume and shareable(weights[name]):  # the variable takes the array's memory
+            init = tf.cast(tf.experimental.dlpack.from_dlpack(weights.pop(name).reshape(shape).__dlpack__()), dtype)
+        else:
+            arr = weights.pop(name) if consume else weights[name]
+            init = tf.cast(np.reshape(arr, shape), dtype)
+            del arr
+        return tf.Variable(init, name=name, trainable=trainable)
+
+    return new
 
 
 class LayerNorm(tf.Module):
-    def __init__(self, n: int, name: str, dtype):
+    def __init__(self, n: int, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.g = variable(f"{name}/g", [n], dtype)
-        self.b = variable(f"{name}/b", [n], dtype)
+        self.g = new(f"{name}/g", [n])
+        self.b = new(f"{name}/b", [n])
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        u = tf.reduce_mean(x, axis=-1, keepdims=True)
-        s = tf.reduce_mean(tf.square(x - u), axis=-1, keepdims=True)  # biased variance
-        return (x - u) * tf.math.rsqrt(s + LN_EPS) * self.g + self.b
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:  # statistics and affine in fp32, then x's dtype
+        x32 = tf.cast(x, tf.float32)
+        u = tf.reduce_mean(x32, axis=-1, keepdims=True)
+        s = tf.reduce_mean(tf.square(x32 - u), axis=-1, keepdims=True)  # biased variance
+        y = (x32 - u) * tf.math.rsqrt(s + LN_EPS) * tf.cast(self.g, tf.float32) + tf.cast(self.b, tf.float32)
+        return tf.cast(y, x.dtype)
+
+
+def matmul(x: tf.Tensor, w: tf.Tensor, b: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """``x [N, K] @ w [K, M] (+ b)``: one matrix product (TensorFlow's own threading)."""
+    y = tf.matmul(x, w)
+    return y if b is None else y + b
 
 
 class Conv1D(tf.Module):
     """The original's 1x1 convolution: ``x @ w + b`` with ``w`` stored ``[nx, nf]``."""
 
-    def __init__(self, nx: int, nf: int, name: str, dtype):
+    def __init__(self, nx: int, nf: int, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.w = variable(f"{name}/w", [nx, nf], dtype)
-        self.b = variable(f"{name}/b", [nf], dtype)
+        self.w = new(f"{name}/w", [nx, nf])
+        self.b = new(f"{name}/b", [nf])
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:  # [..., nx] -> [..., nf]
-        y = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self.w) + self.b
-        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(self.w)[-1:]], axis=0))
+        y = matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self.w, self.b)
+        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(y)[-1:]], axis=0))
+
+
+def write_cache(past: LayerCache, k: tf.Tensor, v: tf.Tensor, P) -> Tuple[tf.Tensor, tf.Tensor, LayerCache]:
+    """This step's keys/values ``[B, H, T, D]`` into a layer's cache at positions P..S-1:
+    ``(keys, values)`` ``[B, H, S, D]`` to attend over, and the layer's new cache (here: a copy)."""
+    k = tf.concat([past[0][:, :, :P], k], axis=-2)  # [B, H, S, D]
+    v = tf.concat([past[1][:, :, :P], v], axis=-2)
+    return k, v, (k, v)
 
 
 class Attention(tf.Module):
-    def __init__(self, hp: HParams, name: str, dtype):
+    def __init__(self, hp: HParams, name: str, new: NewVariable):
         super().__init__(name=None)
         self.n_head = hp.n_head
-        self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", dtype)
-        self.c_proj = Conv1D(hp.n_embd, hp.n_embd, f"{name}/c_proj", dtype)
+        self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", new)
+        self.c_proj = Conv1D(hp.n_embd, hp.n_embd, f"{name}/c_proj", new)
 
     def split_heads(self, x: tf.Tensor) -> tf.Tensor:  # [B, T, E] -> [B, H, T, D]
         B, T, E = tf.unstack(tf.shape(x))
         return tf.transpose(tf.reshape(x, [B, T, self.n_head, E // self.n_head]), [0, 2, 1, 3])
 
-    def __call__(self, x: tf.Tensor, past: Optional[Past], mask: tf.Tensor):
+    def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None):
         q, k, v = tf.split(self.c_attn(x), 3, axis=2)  # 3 x [B, T, E]
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
-        if isinstance(past, tuple):  # a decoding cache (keys, values) [B, H, P, D]: one copy per step
-            k, v = tf.concat([past[0], k], axis=-2), tf.concat([past[1], v], axis=-2)  # [B, H, S, D]
-            present = (k, v)
-        else:  # the original: present = this step's keys/values
+        if past_length is None:  # the original: present = this step's keys/values
             present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
             if past is not None:
                 pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
                 k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
-        w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(v.shape[-1]))  # [B, H, T, S]
-        w = tf.where(mask, w, tf.constant(MASK_VALUE, dtype=w.dtype))  # mask: [B or 1, 1, T, S]
-        w = tf.cast(tf.nn.softmax(tf.cast(w, tf.float32), axis=-1), v.dtype)  # softmax in fp32
-        a = tf.matmul(w, v)  # [B, H, T, D]
-        a = tf.reshape(tf.transpose(a, [0, 2, 1, 3]), tf.shape(x))  # merge heads -> [B, T, E]
+        else:  # a decoding cache holding P = past_length positions
+            k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
+        # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
+        a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias)
+        a = tf.reshape(tf.transpose(tf.cast(a, x.dtype), [0, 2, 1, 3]), tf.shape(x))  # merge heads -> [B, T, E]
         return self.c_proj(a), present
 
 
+def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
+    """``softmax(q k^T / sqrt(D) + bias) v`` ``[B, H, T, D]``, spelled out."""
+    w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
+    return tf.matmul(tf.nn.softmax(w + bias, axis=-1), v)
+
+
 class MLP(tf.Module):
-    def __init__(self, hp: HParams, name: str, dtype):
+    def __init__(self, hp: HParams, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", dtype)
-        self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd, f"{name}/c_proj", dtype)
+        self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", new)
+        self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd, f"{name}/c_proj", new)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.c_proj(tf.nn.gelu(self.c_fc(x), approximate=True))
 
 
 class Block(tf.Module):
-    def __init__(self, hp: HParams, name: str, dtype):
+    def __init__(self, hp: HParams, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", dtype), Attention(hp, f"{name}/attn", dtype)
-        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", dtype), MLP(hp, f"{name}/mlp", dtype)
+        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", new), Attention(hp, f"{name}/attn", new)
+        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", new), MLP(hp, f"{name}/mlp", new)
 
-    def __call__(self, x: tf.Tensor, past: Optional[Past], mask: tf.Tensor):
-        a, present = self.attn(self.ln_1(x), past, mask)
+    def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None):
+        a, present = self.attn(self.ln_1(x), past, bias, past_length)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, present
 
 
-def build_mask(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
-    """Boolean ``[B or 1, 1, T, S]``: query ``i`` (at position P+i) sees key ``j`` iff ``j <= P+i``
-    and key ``j`` is not padding (``key_mask`` ``[B, S]``, 1 for real tokens)."""
+def attention_bias(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
+    """fp32 ``[B or 1, 1, T, S]``: 0 where query ``i`` (at position P+i) sees key ``j`` (``j <= P+i``
+    and key ``j`` not padding: ``key_mask`` ``[B, S]``, 1 for real tokens), else -1e10. Added to
+    the scores: the same as the original's replacing them in fp32 (a score is far below 1e10's
+    ulp, 1024), and a row with every key masked (left padding) is uniform either way."""
     i = tf.range(T)[:, None]
     j = tf.range(P + T)[None, :]
     mask = (i + P >= j)[None, None]  # [1, 1, T, S]
     if key_mask is not None:
         mask = mask & tf.cast(key_mask, tf.bool)[:, None, None, :]
-    return mask
+    return tf.where(mask, 0.0, MASK_VALUE)
 
 
 def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
@@ -129,34 +181,34 @@ def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
 class GPT2(tf.Module):
     """``model(X, past=None, attention_mask=None) -> {'logits': [B,T,V], 'present': [B,L,2,H,T,D]}``."""
 
-    def __init__(self, hp: HParams, dtype: tf.DType = tf.float32):
+    def __init__(self, hp: HParams, new: Optional[NewVariable] = None):
         super().__init__(name="model")
+        new = new or variables()
         self.hparams = hp
-        self.wte = variable("model/wte", [hp.n_vocab, hp.n_embd], dtype)
-        self.wpe = variable("model/wpe", [hp.n_ctx, hp.n_embd], dtype)
-        self.h = [Block(hp, f"model/h{i}", dtype) for i in range(hp.n_layer)]
-        self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", dtype)
+        self.wte = new("model/wte", [hp.n_vocab, hp.n_embd])
+        self.wpe = new("model/wpe", [hp.n_ctx, hp.n_embd])
+        self.h = [Block(hp, f"model/h{i}", new) for i in range(hp.n_layer)]
+        self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", new)
 
-    def __call__(self, X: tf.Tensor, past: Union[None, tf.Tensor, List[Tuple[tf.Tensor, tf.Tensor]]] = None,
-                 attention_mask: Optional[tf.Tensor] = None, last_only: bool = False
-                 ) -> Dict[str, Any]:
-        """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding);
-        ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+    def __call__(self, X: tf.Tensor, past: Optional[Past] = None, attention_mask: Optional[tf.Tensor] = None,
+                 last_only: bool = False, past_length=None) -> Dict[str, Any]:
+        """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
+        None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
 
-        ``past`` may also be a decoding cache: a list of per-layer ``(keys, values)`` ``[B, H, P, D]``
-        (empty ones start a prompt); ``present`` is then the same structure with S = P+T positions.
-        Same math; TensorFlow cannot write a tensor in place, and this way each step copies the
-        cache once instead of slicing, stacking and concatenating ``[B, L, 2, H, P, D]``."""
+        With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
+        ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
+        the cache with P+T positions filled."""
         B, T = tf.unstack(tf.shape(X))
-        P = 0 if past is None else tf.shape(past[0][0] if isinstance(past, list) else past)[-2]
-        mask = build_mask(T, P, attention_mask)
+        P = past_length if past_length is not None else 0 if past is None else tf.shape(past)[-2]
+        bias = attention_bias(T, P, attention_mask)  # [B|1, 1, T, S] (no fused causal attention in TF)
         # Gather from dense reads: a gather on the variable itself (ResourceGather) switches it to
         # copy-on-read, after which every read of wte (the LM head) copies all of it (~100 ms at 124M).
         wte, wpe = self.wte.value(), self.wpe.value()
         h = tf.gather(wte, X) + tf.gather(wpe, position_ids(T, P, attention_mask))  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
-            h, present = block(h, None if past is None else past[i] if isinstance(past, list) else past[:, i], mask)
+            h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
+                               bias, past_length)
             presents.append(present)
         h = self.ln_f(h)  # [B, T, E]
         if last_only:
@@ -164,7 +216,8 @@ class GPT2(tf.Module):
         # tied LM head, as a 2-D matmul: a 3-D one against wte^T copies the [V, E] matrix every call
         logits = tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
         logits = tf.reshape(logits, [B, -1, self.hparams.n_vocab])  # [B, T, V]
-        return {"logits": logits, "present": presents if isinstance(past, list) else tf.stack(presents, axis=1)}
+        present = presents if past_length is not None else tf.stack(presents, axis=1)
+        return {"logits": logits, "present": present}
 
 
 def checkpoint_name(var: tf.Variable) -> str:
@@ -173,11 +226,8 @@ def checkpoint_name(var: tf.Variable) -> str:
 
 
 def from_weights(hp: HParams, weights: Mapping[str, np.ndarray], device: str = "/CPU:0",
-                 dtype: tf.DType = tf.float32) -> GPT2:
-    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``)."""
+                 dtype: tf.DType = tf.float32, consume: bool = False, trainable: bool = False) -> GPT2:
+    """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``), each variable
+    created from its array (see :func:`variables`; ``consume`` frees each array once used)."""
     with tf.device(device):
-        model = GPT2(hp, dtype)
-        for var in model.variables:
-            arr = np.asarray(weights[checkpoint_name(var)]).reshape(var.shape)
-            var.assign(tf.cast(arr, dtype))
-    return model
+        return GPT2(hp, variables(dtype, weights, trainable, consume))

@@ -7,8 +7,8 @@ turns numpy batches into gradients and updates. :class:`Trainer` splits a step i
 :meth:`Trainer.apply` (average, clip, update), so a ``tf.distribute`` strategy can all-reduce
 the buffers between the two.
 
-The model's variables are created non-trainable (inference needs no tape); the ones being trained
-are marked trainable here, which ``tf.recompute_grad`` needs to see them.
+A model to train is loaded with trainable variables (``load_model(..., trainable=True)``, the
+model's own ``trainable`` option): ``tf.recompute_grad`` only differentiates trainable ones.
 """
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ class _Recompute(tf.Module):
         super().__init__(name=None)
         self.block = block
 
-    def __call__(self, x, past, mask):
+    def __call__(self, x, past, bias, past_length=None):
         if past is not None:
-            return self.block(x, past, mask)
-        y = tf.recompute_grad(lambda x: self.block(x, None, mask)[0])(x)
+            return self.block(x, past, bias, past_length)
+        y = tf.recompute_grad(lambda x: self.block(x, None, bias)[0])(x)
         return y, tf.zeros([0], x.dtype)  # the (unused) keys/values are not kept
 
 
@@ -75,7 +75,7 @@ def use_gradient_checkpointing(model: GPT2) -> None:
 
 
 class Trainer(TrainerState):
-    """Trains the variables of a loaded ``TFGPT2`` in place (so sampling sees them)."""
+    """Trains the variables of a ``TFGPT2`` loaded with ``trainable=True``, in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
                  memory_saving: bool = False) -> None:
@@ -85,9 +85,10 @@ class Trainer(TrainerState):
         self.params = {n: v for n, v in named_variables(self.model).items() if trainable(n)}
         self.names: List[str] = list(self.params)
         self.device = gpt2.device
+        frozen = [n for n, v in self.params.items() if not v.trainable]
+        if frozen:  # see the module docstring
+            raise ValueError(f"{frozen[0]} is not trainable: load the model with load_model(..., trainable=True)")
         with tf.device(self.device):
-            for v in self.params.values():
-                v._trainable = True  # see the module docstring
             zeros = lambda v, what: tf.Variable(tf.zeros_like(v), trainable=False, name=what)  # noqa: E731
             self.acc = {n: zeros(v, "acc") for n, v in self.params.items()}
             self.m = {n: zeros(v, "m") for n, v in self.params.items()}

@@ -61,7 +61,7 @@ def _native_step(spec: Dict[str, Any]):
     from .optim import OptimConfig, step_scalars
     from .session import make_trainer
 
-    model = load_model(spec["backend"], spec["model_dir"], device=spec["device"])
+    model = load_model(spec["backend"], spec["model_dir"], device=spec["device"], trainable=True)
     cfg = OptimConfig(optimizer="adamw", learning_rate=1e-4, grad_clip=1.0, steps=1000)
     trainer = make_trainer(model, cfg, False, spec["memory_saving"])
     count = [0]

@@ -1,0 +1,31 @@
+"""Research tools: score text under GPT-2 and study GPT-2's outputs (issue #6).
+
+* :mod:`.score` -- per-token log-probabilities and ranks (``score_text``, ``score_tokens``,
+  ``score_many``, ``score_documents``), sliding windows over long texts, :class:`ResearchError`.
+* :mod:`.data` -- text files and the gpt-2-output-dataset's ``.jsonl`` files.
+* :mod:`.detect` -- the zero-shot log-probability detector and the TF-IDF baseline.
+
+Usage::
+
+    from gpt2_common import load_model, research
+
+    model = load_model("torch", "models/124M")
+    r = research.score_text(model, "The quick brown fox jumps over the lazy dog.")
+    r.logprobs, r.ranks            # per token: log p(token | prefix) (natural log), rank (1 = argmax)
+    r.total_nll, r.mean_nll, r.perplexity
+
+Every name is re-exported here. No deep-learning framework is imported.
+"""
+from __future__ import annotations
+
+from .data import (SPLITS, iter_jsonl, labelled, read_jsonl, read_text, source_name,  # noqa: F401
+                   split_paths)
+from .detect import (TFIDF_C_GRID, best_threshold, logprob_detection, mean_logprobs,  # noqa: F401
+                     tfidf_baseline, threshold_accuracy)
+from .score import (MAX_BATCH_LOGITS, ResearchError, ScoreResult, check_stride,  # noqa: F401
+                    score_documents, score_many, score_text, score_tokens, token_strings, window_plan)
+
+__all__ = ["SPLITS", "iter_jsonl", "labelled", "read_jsonl", "read_text", "source_name", "split_paths",
+           "TFIDF_C_GRID", "best_threshold", "logprob_detection", "mean_logprobs", "tfidf_baseline",
+           "threshold_accuracy", "MAX_BATCH_LOGITS", "ResearchError", "ScoreResult", "check_stride",
+           "score_documents", "score_many", "score_text", "score_tokens", "token_strings", "window_plan"]

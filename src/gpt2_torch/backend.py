@@ -1,0 +1,106 @@
+"""The PyTorch backend behind ``gpt2_common.load_model("torch", ...)``.
+
+Supplies the two steps that ``gpt2_common.interface.decode_loop`` drives (the same loop and the
+same token sampler as the TensorFlow backend): ``prefill`` encodes a (left-padded) prompt and returns
+the last logits and the KV cache; ``decode`` feeds one token per row and grows the cache.
+Mirrors ``gpt2_tf/backend.py``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from gpt2_common.hparams import load_hparams
+from gpt2_common.interface import GPT2Model, ModelError
+from gpt2_common.weights import load_weights
+
+from .model import GPT2, LayerCache, from_weights, new_cache
+
+# The decoding cache (see model.py): per layer (keys, values) [B, H, C, D] with their first P
+# positions filled, and P; grown CACHE_STEP positions at a time, written in place by each step.
+Cache = Tuple[List[LayerCache], int]
+CACHE_STEP = 256
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# TensorFlow's default TF32 matmuls on Ampere+ GPUs would break parity; keep full fp32 here too.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    """``None`` -> the GPU if there is one, else the CPU; ``"gpu"`` means ``"cuda"``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = "cuda" + str(device)[3:] if str(device).startswith("gpu") else str(device)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"unsupported device {device!r}: use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ModelError(f"device {device!r} requested but no such CUDA GPU is available")
+    return dev
+
+
+class TorchGPT2(GPT2Model):
+    """GPT-2 on PyTorch (``cpu`` or ``cuda``; fp32 by default)."""
+
+    backend = "torch"
+
+    def __init__(self, model_dir: str, device: Optional[str] = None, dtype: str = "float32",
+                 trainable: bool = False) -> None:
+        dev = resolve_device(device)
+        hp = load_hparams(model_dir)
+        super().__init__(model_dir, hp, str(dev), dtype)
+        self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype], consume=True,
+                                       trainable=trainable)
+        self._dev = dev
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self._dev)
+
+    def _mask(self, mask: Optional[np.ndarray]) -> Optional[torch.Tensor]:
+        """None when there is no padding (checked here, on the host: no device sync)."""
+        return None if mask is None or mask.all() else self._tensor(mask)
+
+    @torch.inference_mode()
+    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+        m = self._mask(mask)
+        return self.model(self._tensor(tokens), attention_mask=m)["logits"].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+        B, P = tokens.shape  # the prompt's keys/values go straight into a new cache buffer
+        cache = new_cache(self.hparams, B, min(self.hparams.n_ctx, P + CACHE_STEP), self.model.wte)
+        out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
+                         last_only=True, past_length=0)
+        return out["logits"][:, -1].float().cpu().numpy(), (cache, P)
+
+    @torch.inference_mode()
+    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+        cache, P = past
+        C = cache[0][0].shape[-2]
+        if P + tokens.shape[1] > C:  # full: grow the buffers (rarely)
+            grown = new_cache(self.hparams, tokens.shape[0], min(self.hparams.n_ctx, C + CACHE_STEP), cache[0][0])
+            for (k, v), (gk, gv) in zip(cache, grown):
+                gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
+            cache = grown
+        out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
+                         last_only=True, past_length=P)
+        return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
+
+    # ---- training contract (gpt2_torch/train.py) ----
+    def _loss(self, tokens: np.ndarray) -> float:
+        from .train import lm_loss
+
+        with torch.no_grad():
+            return float(lm_loss(self.model, self._tensor(tokens)))
+
+    def _gradients(self, tokens: np.ndarray):
+        from .train import gradients
+
+        return gradients(self.model, tokens)

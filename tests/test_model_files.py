@@ -1,0 +1,153 @@
+"""The two model files as one design: the same public names, one decoding-cache protocol that
+round-trips (prefill + decode steps == one full forward), the original ``model(X, past)`` contract,
+and torch CPU results that do not depend on the thread count."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpt2_common.hparams import HParams
+from gpt2_common.weights import random_weights
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+HP = HParams(n_vocab=300, n_ctx=32, n_embd=32, n_head=4, n_layer=2)
+TOL = 1e-5
+
+
+def public_names(module) -> set:
+    """Names the module's file defines at top level (classes, functions, constants, aliases)."""
+    tree = ast.parse(open(module.__file__).read())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_both_model_files_define_the_same_public_names():
+    import gpt2_tf.model
+    import gpt2_torch.model
+
+    tf_names, torch_names = public_names(gpt2_tf.model), public_names(gpt2_torch.model)
+    # framework-specific: TF's variable factory (torch modules create their own parameters); the
+    # cache allocator (TF's cache grows by concatenation, torch's is preallocated) and the blocked
+    # decode matmul's block count (TF's matmul is one call)
+    assert tf_names - torch_names == {"variables", "shareable", "NewVariable"}
+    assert torch_names - tf_names == {"new_cache", "MATMUL_BLOCKS"}
+    assert {"GPT2", "Attention", "Block", "MLP", "LayerNorm", "Conv1D", "attention", "attention_bias",
+            "write_cache", "position_ids", "from_weights", "matmul", "checkpoint_name", "MASK_VALUE", "LN_EPS",
+            "LayerCache", "Past"} <= tf_names & torch_names
+
+
+@pytest.fixture(scope="module")
+def models():
+    import tensorflow as tf
+    import torch
+
+    import gpt2_tf.model
+    import gpt2_torch.model
+
+    w = random_weights(HP, seed=3, scale=0.2)
+    return {"tf": gpt2_tf.model.from_weights(HP, w), "torch": gpt2_torch.model.from_weights(HP, w),
+            "tf_mod": tf, "torch_mod": torch}
+
+
+def run(models, backend, X, **kw):
+    """One forward on numpy input; returns ``(logits np.float32, present)``."""
+    if backend == "tf":
+        tf = models["tf_mod"]
+        mask = kw.pop("attention_mask", None)
+        out = models["tf"](tf.constant(X, tf.int32), attention_mask=None if mask is None else tf.constant(mask), **kw)
+        return out["logits"].numpy(), out["present"]
+    torch = models["torch_mod"]
+    mask = kw.pop("attention_mask", None)
+    with torch.inference_mode():
+        out = models["torch"](torch.from_numpy(X.astype(np.int64)),
+                              attention_mask=None if mask is None else torch.from_numpy(mask), **kw)
+    return out["logits"].numpy(), out["present"]
+
+
+def empty_cache(models, backend, B, capacity):
+    if backend == "tf":
+        tf = models["tf_mod"]
+        z = tf.zeros([B, HP.n_head, 0, HP.head_dim])
+        return [(z, z)] * HP.n_layer
+    import gpt2_torch.model
+
+    return gpt2_torch.model.new_cache(HP, B, capacity, models["torch"].wte)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("backend", ["tf", "torch"])
+def test_cache_protocol_round_trips(models, backend, padded):
+    """Prefill 7 tokens into the decoding cache, then 9 single-token steps: the same logits as
+    one forward over all 16 (with left padding too)."""
+    X = np.random.default_rng(0).integers(0, HP.n_vocab, (2, 16))
+    mask = np.ones_like(X, dtype=np.int32)
+    if padded:
+        mask[1, :3] = 0
+    full, _ = run(models, backend, X, attention_mask=mask if padded else None)
+    past = empty_cache(models, backend, 2, 16)
+    logits, past = run(models, backend, X[:, :7], past=past, past_length=0,
+                       attention_mask=mask[:, :7] if padded else None)
+    steps = [logits]
+    for t in range(7, 16):
+        logits, past = run(models, backend, X[:, t:t + 1], past=past, past_length=t,
+                           attention_mask=mask[:, :t + 1] if padded else None)
+        steps.append(logits)
+    cached = np.concatenate(steps, axis=1)
+    diff = np.abs(cached - full)[mask.astype(bool)].max()
+    print(f"{backend} padded={padded}: prefill + 9 decode steps vs one forward: max|diff| = {diff:.2e}")
+    assert diff <= TOL
+
+
+@pytest.mark.parametrize("backend", ["tf", "torch"])
+def test_original_past_contract(models, backend):
+    """``model(X, past) -> {'logits', 'present'}`` with ``present`` ``[B, L, 2, H, T, D]`` and past
+    the concatenation of earlier presents, as in the original release."""
+    X = np.random.default_rng(1).integers(0, HP.n_vocab, (2, 12))
+    full, present_full = run(models, backend, X)
+    assert tuple(present_full.shape) == (2, HP.n_layer, 2, HP.n_head, 12, HP.head_dim)
+    a, pa = run(models, backend, X[:, :5])
+    b, pb = run(models, backend, X[:, 5:], past=pa)
+    assert tuple(pb.shape) == (2, HP.n_layer, 2, HP.n_head, 7, HP.head_dim)
+    assert np.abs(np.concatenate([a, b], axis=1) - full).max() <= TOL
+    assert np.abs(np.concatenate([np.asarray(pa), np.asarray(pb)], axis=-2) - np.asarray(present_full)).max() <= TOL
+
+
+def test_torch_logits_do_not_depend_on_the_thread_count(make_model_dir):
+    """Decode steps (the blocked matmul) and a full forward give bit-identical logits with 1 and
+    4 threads."""
+    d = make_model_dir("mid")
+    code = (
+        "import sys, numpy as np, torch\n"
+        "torch.set_num_threads(int(sys.argv[2]))\n"
+        "from gpt2_common import load_model\n"
+        "m = load_model('torch', sys.argv[1], device='cpu')\n"
+        "X = np.random.default_rng(5).integers(0, m.hparams.n_vocab, (2, 40)).astype(np.int32)\n"
+        "mask = np.ones_like(X)\n"
+        "out = [m.logits(X)]\n"
+        "logits, past = m._prefill(X[:, :20], mask[:, :20])\n"
+        "for t in range(20, 40):\n"
+        "    logits, past = m._decode(X[:, t:t + 1], past, mask[:, :t + 1]); out.append(logits)\n"
+        "np.save(sys.argv[3], np.concatenate([o.reshape(-1) for o in out]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    results = []
+    for threads in (1, 4):
+        path = str(d / f"logits-{threads}.npy")
+        r = subprocess.run([sys.executable, "-c", code, str(d), str(threads), path], capture_output=True,
+                           text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        results.append(np.load(path))
+    print(f"1 vs 4 threads: max|diff| = {np.abs(results[0] - results[1]).max():.2e}")
+    np.testing.assert_array_equal(results[0], results[1])
