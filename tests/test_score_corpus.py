@@ -208,3 +208,11 @@ def test_two_torchrun_ranks_equal_one_process_and_resume(model, tiny_dir, tmp_pa
     assert p.returncode == 0, p.stderr[-3000:]
     assert out.read_bytes() == full and not list(tmp_path.glob("scores.jsonl.*"))
     assert f"200 documents ({recorded} resumed" in p.stderr
+
+
+def test_scoring_throughput_reports_both_ways(model):
+    from gpt2_common.research.throughput import scoring_throughput
+
+    r = scoring_throughput(model, n_docs=4, length=20, rounds=1)
+    assert r["one_at_a_time"] > 0 and r["batched"] > 0 and r["backend"] == "torch"
+    assert r["ratio"] == pytest.approx(r["batched"] / r["one_at_a_time"])
