@@ -222,7 +222,7 @@ def test_single_pass_matches_direct_computation(models):
     # Without <|endoftext|> the first token is context only.
     r2 = research.score_tokens(model, tokens, prepend_eot=False)
     assert r2.context == tokens[:1] and r2.n_tokens == len(tokens) - 1
-    lsm2 = log_softmax64(model.logits(np.array([tokens]))[0])
+    lsm2 = log_softmax64(model.logits(np.array([tokens] * 2))[0])
     np.testing.assert_allclose(r2.logprobs, lsm2[np.arange(len(tokens) - 1), tokens[1:]], atol=1e-9)
     # score_text is score_tokens on the encoded text.
     assert research.score_text(model, "The quick brown fox").tokens.tolist() == \
