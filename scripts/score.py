@@ -5,6 +5,8 @@
     echo "The quick brown fox" | python scripts/score.py - --json
     gpt2_score --file essay.txt --stride 256
     gpt2_score --file webtext.test.jsonl --json > scores.jsonl     # one result per line
+    gpt2_score --file webtext.test.jsonl --output scores.jsonl     # resumable; under torchrun: sharded
+    torchrun --nproc_per_node 4 scripts/score.py --file webtext.test.jsonl --output scores.jsonl
 """
 import json as _json
 import sys
@@ -20,7 +22,8 @@ GLTR_TOP = 5  # alternatives shown on hover in the --html page
 
 def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEFAULT_MODEL, models_dir='models',
           model_dir=None, stride=None, json=False, prepend_eot=True, max_tokens=None, limit=None,
-          download=True, dtype='float32', html=None, plot=None):
+          download=True, dtype='float32', html=None, plot=None, output=None, batch_docs=64,
+          pad=False, progress=True):
     """Print per-token log-probabilities (natural log) and ranks, and the totals, for a text.
 
     The text comes from the argument, from --file (plain text; a file ending in .jsonl is read as
@@ -33,6 +36,14 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
     summary line per document. With --json: one JSON object per text (per line for .jsonl) with
     tokens, token_strings, logprobs, ranks, context, n_ctx, stride, n_tokens, total_nll, mean_nll,
     perplexity (and id and line for .jsonl input).
+
+    A .jsonl file is scored in batches of --batch_docs documents: their windows are sorted by
+    length and windows of equal length share a forward pass (no padding, so the numbers are those
+    of scoring each document alone). With --output FILE the JSON lines go to FILE instead of
+    stdout, in input order, with a progress bar (documents/s, tokens/s) on stderr. Under torchrun
+    (RANK/WORLD_SIZE set) document i goes to rank i % WORLD_SIZE, each rank appends to
+    FILE.part<rank>, and rank 0 writes FILE after a barrier (atomically) and removes the parts. A
+    re-run skips the documents already recorded in FILE or its parts (resume).
 
     Args:
         text: The text to score, or "-" to read it from stdin.
@@ -57,6 +68,12 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
             (top 10 / 100 / 1000 / beyond), probability, rank and the top 5 alternatives on hover,
             and a histogram of the buckets (self-contained; one text, not a .jsonl file).
         plot: Also write the bucket histogram as a PNG to this file (needs matplotlib).
+        output: For .jsonl input: write the JSON lines to this file (resumable; needed under
+            torchrun).
+        batch_docs: For .jsonl input: documents scored together (default 64).
+        pad: For .jsonl input: also batch windows of different lengths, right-padded (faster for
+            many short documents; the numbers then differ from one-at-a-time scoring by ~1e-6).
+        progress: Show the progress bar with --output (--noprogress: none).
     """
     from gpt2_common import research
 
@@ -69,11 +86,29 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
     as_json = cli.check_flag("json", json)
     prepend_eot = cli.check_flag("prepend_eot", prepend_eot)
     download = cli.check_flag("download", download)
+    batch_docs = cli.check_int("batch_docs", batch_docs, 1)
+    progress = cli.check_flag("progress", progress)
+    pad = cli.check_flag("pad", pad)
     try:
         views = _gltr_paths(html, plot)  # before any input is read or model loaded
-        docs, is_jsonl = _read_input(text, file, limit)
+        if output is not None:
+            from gpt2_common.gltr import check_output_path
+
+            output = check_output_path(output, "--output")
+        is_jsonl = isinstance(file, str) and file.endswith(".jsonl")
+        _, world, _ = research.dist_env()
+        if output is not None and not is_jsonl:
+            raise cli.UsageError("--output is for .jsonl input (--file DOCS.jsonl)")
+        if world > 1 and output is None:
+            raise cli.UsageError("under torchrun (WORLD_SIZE > 1) give --output FILE: each rank writes a part of it")
         if views and is_jsonl:
             raise cli.UsageError("--html and --plot show one text: give a text or a plain file, not .jsonl")
+        if is_jsonl:
+            if text is not None:
+                raise cli.UsageError("give either a text or --file, not both")
+            research.plan(file, limit)  # every line checked before the model loads
+        else:
+            docs, _ = _read_input(text, file, limit)
         path, name = cli.resolve_model_dir(model_name, models_dir, model_dir)
         cli.ensure_model_files(path, name, download)
         from gpt2_common.hparams import load_hparams
@@ -81,9 +116,32 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
         research.check_stride(stride, load_hparams(path).n_ctx)  # before the weights load
         from gpt2_common.interface import load_model
 
-        model = load_model(backend, path, device=device, dtype=dtype)
+        def load(local_rank=0):
+            dev = device
+            if dev is None and world > 1 and backend == 'torch':
+                import torch
+
+                dev = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+            return load_model(backend, path, device=dev, dtype=dtype)
+
+        kw = dict(stride=stride, prepend_eot=prepend_eot, max_tokens=max_tokens, pad=pad)
+        if is_jsonl and output is not None:
+            got = research.score_to_file(load, file, output, limit, batch_docs, progress, **kw)
+            if research.dist_env()[0] == 0:
+                print(f"{output}: {got['documents']} documents ({got['resumed']} resumed from an earlier run)",
+                      file=sys.stderr)
+            return
+        model = load()
         enc = model.encoder
         cli.setup_text_streams()
+        if is_jsonl:
+            for out in research.score_corpus(model, file, None, limit, batch_docs, **kw):
+                if as_json:
+                    print(_json.dumps(out, ensure_ascii=False), flush=True)
+                else:
+                    label = f"line {out['line']}" + (f" id {out['id']}" if "id" in out else "")
+                    print(f"{label}: {summary_line_dict(out)}", flush=True)
+            return
         for where, record, doc in docs:
             try:
                 result = research.score_text(model, doc, stride=stride, prepend_eot=prepend_eot,
@@ -91,14 +149,7 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
             except research.ResearchError as e:
                 raise research.ResearchError(f"{where}: {e}" if where else str(e)) from None
             if as_json:
-                out = {}
-                if is_jsonl:
-                    out = {"line": record["_line"], **({"id": record["id"]} if "id" in record else {})}
-                out.update(result.to_dict(enc))
-                print(_json.dumps(out, ensure_ascii=False), flush=is_jsonl)
-            elif is_jsonl:
-                label = f"line {record['_line']}" + (f" id {record['id']}" if "id" in record else "")
-                print(f"{label}: {summary_line(result)}", flush=True)
+                print(_json.dumps(result.to_dict(enc), ensure_ascii=False))
             else:
                 print(table(result, enc))
                 print(summary_line(result))
@@ -125,7 +176,7 @@ def _write_gltr(views, result, encoder):
 
 
 def _read_input(text, file, limit):
-    """``([(where, record, text), ...], is_jsonl)`` from the argument, --file or stdin."""
+    """``([(where, record, text)], False)`` from the argument, a plain --file or stdin."""
     from gpt2_common import research
 
     if text is not None and file is not None:
@@ -135,14 +186,6 @@ def _read_input(text, file, limit):
     if file is not None:
         if not isinstance(file, str) or not file:
             raise cli.UsageError(f"--file must be a path, got {file!r}")
-        if file.endswith(".jsonl"):
-            docs = []
-            for number, record in research.iter_jsonl(file, limit):
-                record = dict(record, _line=number)
-                docs.append((f"{file}:{number}", record, record["text"]))
-            if not docs:
-                raise cli.UsageError(f"{file}: no documents")
-            return docs, True
         doc = _read_stdin() if file == "-" else research.read_text(file)
         where = "stdin" if file == "-" else file
     else:
@@ -177,8 +220,13 @@ def table(result, encoder):
 
 def summary_line(result):
     """``tokens N  total NLL x  mean NLL y  perplexity z``."""
-    return (f"tokens {result.n_tokens}  total NLL {result.total_nll:.4f}  mean NLL {result.mean_nll:.4f}  "
-            f"perplexity {result.perplexity:.4f}")
+    return summary_line_dict(result.summary())
+
+
+def summary_line_dict(d):
+    """:func:`summary_line` from a result's :meth:`~ScoreResult.summary` or JSON dict."""
+    return (f"tokens {d['n_tokens']}  total NLL {d['total_nll']:.4f}  mean NLL {d['mean_nll']:.4f}  "
+            f"perplexity {d['perplexity']:.4f}")
 
 
 def stdin_args(argv):

@@ -204,7 +204,9 @@ def test_single_pass_matches_direct_computation(models):
     r = research.score_tokens(model, tokens)
     assert r.context == [EOT] and r.tokens.tolist() == tokens
     assert r.logprobs.dtype == np.float64 and r.ranks.dtype == np.int64
-    logits = model.logits(np.array([[EOT] + tokens]))[0]
+    # The scorer gives every forward pass >= 17 positions (research.score.MIN_FORWARD_POSITIONS):
+    # here a second, ignored row; torch multiplies 16 rows or fewer in another summation order.
+    logits = model.logits(np.array([[EOT] + tokens] * 2))[0]
     lsm = log_softmax64(logits)
     expected = lsm[np.arange(len(tokens)), tokens]
     np.testing.assert_allclose(r.logprobs, expected, rtol=0, atol=1e-9)
@@ -220,7 +222,7 @@ def test_single_pass_matches_direct_computation(models):
     # Without <|endoftext|> the first token is context only.
     r2 = research.score_tokens(model, tokens, prepend_eot=False)
     assert r2.context == tokens[:1] and r2.n_tokens == len(tokens) - 1
-    lsm2 = log_softmax64(model.logits(np.array([tokens]))[0])
+    lsm2 = log_softmax64(model.logits(np.array([tokens] * 2))[0])
     np.testing.assert_allclose(r2.logprobs, lsm2[np.arange(len(tokens) - 1), tokens[1:]], atol=1e-9)
     # score_text is score_tokens on the encoded text.
     assert research.score_text(model, "The quick brown fox").tokens.tolist() == \

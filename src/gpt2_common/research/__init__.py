@@ -2,6 +2,8 @@
 
 * :mod:`.score` -- per-token log-probabilities and ranks (``score_text``, ``score_tokens``,
   ``score_many``, ``score_documents``), sliding windows over long texts, :class:`ResearchError`.
+* :mod:`.corpus` -- a ``.jsonl`` corpus scored in batches, sharded over ``torchrun`` ranks,
+  resumable (``score_corpus``, ``score_to_file``).
 * :mod:`.data` -- text files and the gpt-2-output-dataset's ``.jsonl`` files.
 * :mod:`.detect` -- the zero-shot log-probability detector and the TF-IDF baseline.
 
@@ -18,6 +20,8 @@ Every name is re-exported here. No deep-learning framework is imported.
 """
 from __future__ import annotations
 
+from .corpus import (BATCH_DOCS, dist_env, done_lines, merge, part_path, plan,  # noqa: F401
+                     score_corpus, score_to_file)
 from .data import (SPLITS, iter_jsonl, labelled, read_jsonl, read_text, source_name,  # noqa: F401
                    split_paths)
 from .detect import (TFIDF_C_GRID, best_threshold, logprob_detection, mean_logprobs,  # noqa: F401
@@ -25,7 +29,9 @@ from .detect import (TFIDF_C_GRID, best_threshold, logprob_detection, mean_logpr
 from .score import (MAX_BATCH_LOGITS, ResearchError, ScoreResult, check_stride,  # noqa: F401
                     score_documents, score_many, score_text, score_tokens, token_strings, window_plan)
 
-__all__ = ["SPLITS", "iter_jsonl", "labelled", "read_jsonl", "read_text", "source_name", "split_paths",
+__all__ = ["BATCH_DOCS", "dist_env", "done_lines", "merge", "part_path", "plan", "score_corpus",
+           "score_to_file",
+           "SPLITS", "iter_jsonl", "labelled", "read_jsonl", "read_text", "source_name", "split_paths",
            "TFIDF_C_GRID", "best_threshold", "logprob_detection", "mean_logprobs", "tfidf_baseline",
            "threshold_accuracy", "MAX_BATCH_LOGITS", "ResearchError", "ScoreResult", "check_stride",
            "score_documents", "score_many", "score_text", "score_tokens", "token_strings", "window_plan"]

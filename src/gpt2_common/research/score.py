@@ -38,6 +38,10 @@ from ..constants import EOT_TOKEN
 MAX_BATCH_LOGITS = 2**27
 #: Rows of float64 log-softmax computed at once (bounds the float64 temporaries).
 _ROW_CHUNK = 256
+#: Every forward pass holds at least this many positions (extra rows of <|endoftext|>, ignored):
+#: the torch backend multiplies at most 16 rows (decoding) in another summation order than more
+#: rows, and so a text's numbers would depend on what it was batched with (issue 14).
+MIN_FORWARD_POSITIONS = 17
 
 
 class ResearchError(ValueError):
@@ -241,7 +245,7 @@ def score_many(model: Any, token_lists: Sequence[Sequence[int]], stride: Optiona
         while j < len(order) and j - i < limit and (pad or windows[order[j]][2] - windows[order[j]][1] == T):
             j += 1
         batch = [windows[w] for w in order[i:j]]
-        x = np.full((len(batch), T), eot, dtype=np.int32)
+        x = np.full((max(len(batch), -(-MIN_FORWARD_POSITIONS // T)), T), eot, dtype=np.int32)
         for r, (s, b, e, _) in enumerate(batch):
             x[r, :e - b] = seqs[s][b:e]
         logits = model.logits(x)
