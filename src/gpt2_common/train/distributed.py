@@ -81,6 +81,9 @@ def timeout_seconds(env=os.environ) -> float:
 
 def lost_message(world: World, cause: BaseException) -> str:
     """The one line a rank prints when another rank is gone."""
-    why = " ".join(str(cause).split())[:200]
+    lines = [x.strip() for x in str(cause).splitlines() if x.strip()]
+    telling = [x for x in lines if any(w in x.lower() for w in ("reset", "refused", "timed out", "timeout",
+                                                                    "deadline", "unavailable", "closed"))]
+    why = f"{type(cause).__name__}: {(telling or lines or [''])[0]}"[:200]
     return (f"gpt2_train rank {world.rank}/{world.size}: another rank died or stopped answering ({why}); "
             "stopping. The run folder keeps its last save: run the same command again to resume.")
