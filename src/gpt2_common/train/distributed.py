@@ -22,6 +22,8 @@ import json
 import os
 from typing import Optional
 
+# the words that say why, in the frameworks' error texts, best first
+LOST_WORDS = ("unhealthy", "connection", "timed out", "deadline", "refused", "closed", "aborted")
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others in a collective before giving up
 
 
@@ -82,8 +84,7 @@ def timeout_seconds(env=os.environ) -> float:
 def lost_message(world: World, cause: BaseException) -> str:
     """The one line a rank prints when another rank is gone."""
     lines = [x.strip() for x in str(cause).splitlines() if x.strip()]
-    telling = [x for x in lines if any(w in x.lower() for w in ("reset", "refused", "timed out", "timeout",
-                                                                    "deadline", "unavailable", "closed"))]
+    telling = [x for w in LOST_WORDS for x in lines if w in x.lower()]
     why = f"{type(cause).__name__}: {(telling or lines or [''])[0]}"[:200]
     return (f"gpt2_train rank {world.rank}/{world.size}: another rank died or stopped answering ({why}); "
             "stopping. The run folder keeps its last save: run the same command again to resume.")
