@@ -9,7 +9,10 @@ lr, c1, c2) -> grad_norm``, ``eval_loss(tokens)``, ``weights()``, ``optimizer_st
 
 Micro-batch ``j`` of step ``s`` is the sampler's batch ``s * accumulate + j``: a pure function of
 the step, so a resumed run (and a data-parallel rank taking its share) draws exactly the batches
-an uninterrupted single process would.
+an uninterrupted single process would. With several data-parallel ranks (``LoopConfig.world``,
+see ``distributed.py``) rank ``r`` draws its block of the step's batches; only rank 0 validates,
+samples, shows the bar and writes (metrics, saves), and the trainer also provides
+``all_mean(value)`` (the step's loss over all ranks) and ``barrier()``.
 """
 from __future__ import annotations
 
