@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gpt2_common.train.distributed import PeerLost, World, lost_message, timeout_seconds
 from gpt2_common.train.optim import OptimConfig
 
-from .train import Trainer, lm_loss
+from .train import Trainer, lm_loss, named_parameters
 
 
 def init(world: World, device: Optional[str]) -> str:
@@ -98,3 +98,61 @@ class DistributedTrainer(Trainer):
         """Wait for every rank."""
         with self._collective():
             dist.barrier()
+
+
+class FSDPTrainer(DistributedTrainer):
+    """``--fsdp``: the parameters, gradients and optimizer state sharded across the ranks with
+    FSDP2 (``fully_shard`` on each block, then on the whole model), for models whose states do not
+    fit one device. The same hand-written update runs on each rank's shards (``DTensor``s);
+    saving gathers the full tensors (``full_tensor()``, on every rank together)."""
+
+    sharded = True
+
+    def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
+                 memory_saving: bool = False, world: World = World(), accumulate: int = 1) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        Trainer.__init__(self, gpt2, cfg, trainable, memory_saving)
+        self.world, self.accumulate, self._micro = world, accumulate, 0
+        with self._collective():
+            for block in self.model.h:
+                fully_shard(block)
+            fully_shard(self.model)
+        self.ddp = self.model  # forward_backward runs the sharded model itself
+        self.params = {n: p for n, p in named_parameters(self.model).items() if n in self.params}
+        for buffers in (self.acc, self.m, self.v):
+            buffers.update({n: torch.zeros_like(p) for n, p in self.params.items()})
+
+    def forward_backward(self, tokens: np.ndarray) -> float:
+        """As :meth:`DistributedTrainer.forward_backward`; the gradients are reduce-scattered (and
+        averaged) on the rank's last micro-batch of the step."""
+        self.model.set_requires_gradient_sync(self._micro + 1 >= self.accumulate)
+        self._micro += 1
+        X = self._tokens(tokens)
+        with self._collective(), torch.enable_grad():
+            loss = lm_loss(self.model, X)
+            loss.backward()
+        return float(loss.detach())
+
+    def eval_loss(self, tokens: np.ndarray) -> float:
+        """Loss without gradients (every rank must call it: the blocks are gathered)."""
+        with self._collective():
+            return super().eval_loss(tokens)
+
+    def _numpy(self, name: str, tensor) -> np.ndarray:
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(tensor, DTensor):
+            with self._collective():
+                tensor = tensor.full_tensor()
+        return super()._numpy(name, tensor)
+
+    @torch.no_grad()
+    def load_optimizer_state(self, state) -> None:
+        from torch.distributed.tensor import distribute_tensor
+
+        for n in self.names:
+            for what, buffers in (("m/", self.m), ("v/", self.v)):
+                d = buffers[n]
+                full = torch.from_numpy(np.asarray(state[what + n])).reshape(d.shape)
+                d.copy_(distribute_tensor(full, d.device_mesh, d.placements))

@@ -140,13 +140,18 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
     tokens_per_step = train.batch_size * (train.context - 1) * loop.accumulate * world.size  # predicted tokens
     last_val = record.get("val_loss")
 
+    sharded = getattr(trainer, "sharded", False)  # FSDP: every rank takes part in gathering or evaluating
+
     def save(step: int) -> None:
+        if not (world.main or sharded):
+            return
+        weights, optimizer = trainer.weights(), trainer.optimizer_state()
         if not world.main:
             return
         prepare()
         rec = {"step": step, "tokens": tokens_seen, "batches_drawn": step * loop.accumulate * world.size,
                "seed": loop.seed, "val_loss": last_val}
-        run.save(step, trainer.weights(), trainer.optimizer_state(), trainer.rng_state(), rec, loop.keep)
+        run.save(step, weights, optimizer, trainer.rng_state(), rec, loop.keep)
 
     bar = tqdm(total=loop.steps, initial=start_step, desc="training", unit="step",
                disable=not (loop.progress and world.main), dynamic_ncols=True, file=sys.stderr)
@@ -170,12 +175,16 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
                 if not np.isfinite(out["loss"]):
                     raise FloatingPointError(f"loss became {out['loss']} at step {step}: "
                                              "lower --learning_rate or set --grad_clip")
+                if (val is not None and loop.val_every and (step % loop.val_every == 0 or step == loop.steps)
+                        and (world.main or sharded)):
+                    last_val = out["val_loss"] = evaluate(trainer, val, loop.val_batch_count)
                 if not world.main:  # the other ranks only compute gradients
+                    if loop.save_every and step % loop.save_every == 0 and step < stop:
+                        save(step)  # (a no-op unless sharded)
+                        saved = step
                     if ctrl_c.requested:
                         break
                     continue
-                if val is not None and loop.val_every and (step % loop.val_every == 0 or step == loop.steps):
-                    last_val = out["val_loss"] = evaluate(trainer, val, loop.val_batch_count)
                 if metrics is None:
                     prepare()
                     metrics = Metrics(os.path.join(run.path, "metrics.jsonl"), start_step)

@@ -145,7 +145,9 @@ def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_savin
     data-parallel trainer (``gpt2_<backend>.distributed``; ``distributed`` goes to it)."""
     trainable = transformer_layer if only_transformer else (lambda name: True)
     if world is not None and world.size > 1:
-        if model.backend == "torch":
+        if model.backend == "torch" and distributed.pop("fsdp", False):
+            from gpt2_torch.distributed import FSDPTrainer as DistributedTrainer
+        elif model.backend == "torch":
             from gpt2_torch.distributed import DistributedTrainer
         else:
             from gpt2_tf.distributed import DistributedTrainer
