@@ -7,6 +7,7 @@
         --vocab_dir models/124M --learning_rate 1e-3 --warmup_steps 50 --lr_schedule cosine
     interactive_conditional_samples --model_dir checkpoint/run1
 """
+import dataclasses
 import os
 import sys
 
@@ -23,7 +24,7 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
           memory_saving_gradients=False, only_train_transformer_layers=False, backend='torch', device=None,
           dtype='float32', seed=0, warmup_steps=0, lr_schedule='constant', weight_decay=None, grad_clip=1.0,
           context=None, n_layer=None, n_embd=None, n_head=None, n_ctx=None, vocab_dir=None, keep=3,
-          plot=None, download=True, progress=True, stop_after=0):
+          plot=None, download=True, progress=True, stop_after=0, fsdp=False):
     """Train GPT-2 on a dataset; checkpoint/<run_name>/ becomes a model folder in the original layout.
 
     The run resumes where it stopped (weights, optimizer state, step, data position) unless
@@ -76,11 +77,16 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         progress: Show the progress bar.
         stop_after: Train at most this many steps now, save and exit (the schedule still spans
             --steps; run again to go on). For time-limited jobs.
+        fsdp: Under torchrun: shard parameters, gradients and optimizer state across the ranks
+            (FSDP2 fully_shard) instead of replicating them (DDP). Needs --sample_every 0.
     """
     from gpt2_common.encoder import load_encoder
     from gpt2_common.train import session as S
     from gpt2_common.train.loop import Interrupted, LoopConfig, train_loop
     from gpt2_common.train.run import RunFolder, plot_metrics
+    from gpt2_common.train.distributed import PeerLost, detect
+    from gpt2_common.weights import expected_shapes
+    import numpy as np
 
     # ---- flags (nothing is read or written before they are all checked) ----
     optim = S.check_optim(optimizer, learning_rate, steps, warmup_steps, lr_schedule, weight_decay, grad_clip)
@@ -106,6 +112,14 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         raise cli.UsageError(f"--run_name must be a name, got {run_name!r}")
     cli.check_model_name(run_name)
     run = RunFolder(os.path.join(os.path.expanduser(str(checkpoint_dir)), run_name))
+    world = detect(backend)  # torchrun's or TF_CONFIG's ranks; alone without a launcher
+    loop = dataclasses.replace(loop, world=world)
+    if cli.check_flag("fsdp", fsdp) and (backend != 'torch' or world.size < 2):
+        raise cli.UsageError("--fsdp shards a torch model across the ranks of torchrun: "
+                             "run it under torchrun with --backend torch")
+    if fsdp and loop.sample_every:
+        raise cli.UsageError("--fsdp: rank 0 cannot sample from a sharded model: give --sample_every 0 "
+                             "(and sample from the run folder afterwards)")
 
     # ---- where the weights start, and the data ----
     base_dir, base_name = cli.resolve_model_dir(model_name, models_dir, model_dir)
@@ -122,11 +136,20 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         train_data, val_data = S.load_data(dataset, val_dataset, val_fraction, encoder, context, batch_size,
                                            loop.seed, loop.val_batch_count)
 
-        # ---- model and trainer ----
+        # ---- model and trainer (data-parallel: join the other ranks first) ----
         from gpt2_common import load_model
 
+        distributed = {}
+        if world.size > 1 and backend == 'torch':
+            from gpt2_torch import distributed as D
+            device = D.init(world, device)
+            distributed["fsdp"] = fsdp
+        elif world.size > 1:
+            from gpt2_tf import distributed as D
+            distributed["strategy"] = D.init(world)
         model = load_model(backend, start.model_dir, device=device, trainable=True)
-        trainer = S.make_trainer(model, optim, only_train_transformer_layers, memory_saving_gradients)
+        trainer = S.make_trainer(model, optim, only_train_transformer_layers, memory_saving_gradients,
+                                 world, loop.accumulate, **distributed)
         if start.state is not None:
             trainer.load_optimizer_state(start.state["optimizer"])
             trainer.load_rng_state(start.state["rng"])
@@ -148,21 +171,29 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
 
     what = f"resuming {run.path} at step {start.step}" if start.state is not None else \
         f"training {run.path} from {'fresh weights' if start.temporary else start.model_dir}"
-    print(f"{what}: {backend}, {sum(p.size for p in trainer.weights().values()):,} parameters, "
+    ranks = f", {world.size} ranks ({world.launcher})" if world.size > 1 else ""
+    print(f"{what}: {backend}{ranks}, {sum(int(np.prod(s)) for s in expected_shapes(hp).values()):,} parameters, "
           f"{len(train_data.tokens):,} training tokens, context {context}, batch {batch_size} x {loop.accumulate}",
-          file=sys.stderr, flush=True)
+          file=sys.stderr, flush=True) if world.main else None
     try:
         out = train_loop(trainer, optim, loop, train_data, val_data, run, start.step,
                          (start.state or {}).get("record") if start.state else None, sample, prepare)
     except Interrupted as e:
         print(f"saved {run.path} at step {e.step}", file=sys.stderr)
         raise KeyboardInterrupt from None
+    except PeerLost as e:
+        print(e, file=sys.stderr, flush=True)
+        os._exit(1)  # not sys.exit: the framework's exit handlers may wait on the lost rank
     except FloatingPointError as e:
         raise cli.UsageError(str(e)) from None
     except Exception as e:
         if S.is_out_of_memory(e):
             raise cli.UsageError(S.OOM_HINT) from None
         raise
+    if world.size > 1 and backend == 'torch':
+        D.shutdown()
+    if not world.main:
+        return
     if plot:
         plot_metrics(out["records"], str(plot), title=run.path)
     val = f", val loss {out['val_loss']:.4f}" if out.get("val_loss") is not None else ""

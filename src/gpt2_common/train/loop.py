@@ -9,7 +9,10 @@ lr, c1, c2) -> grad_norm``, ``eval_loss(tokens)``, ``weights()``, ``optimizer_st
 
 Micro-batch ``j`` of step ``s`` is the sampler's batch ``s * accumulate + j``: a pure function of
 the step, so a resumed run (and a data-parallel rank taking its share) draws exactly the batches
-an uninterrupted single process would.
+an uninterrupted single process would. With several data-parallel ranks (``LoopConfig.world``,
+see ``distributed.py``) rank ``r`` draws its block of the step's batches; only rank 0 validates,
+samples, shows the bar and writes (metrics, saves), and the trainer also provides
+``all_mean(value)`` (the step's loss over all ranks) and ``barrier()``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .data import BatchSampler
+from .distributed import World, batch_index
 from .optim import OptimConfig, step_scalars
 from .run import Metrics, RunFolder
 
@@ -43,6 +47,7 @@ class LoopConfig:
     seed: int = 0
     progress: bool = True
     stop_after: int = 0  # train at most this many steps in this call, then save (0: to the end)
+    world: World = World()  # data-parallel ranks (see distributed.py); only rank 0 writes
 
 
 class TrainerState:
@@ -131,17 +136,25 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
     metrics: Optional[Metrics] = None
     record: Dict[str, Any] = dict(state or {})
     tokens_seen = int(record.get("tokens", 0))
-    tokens_per_step = train.batch_size * (train.context - 1) * loop.accumulate  # predicted tokens
+    world = loop.world
+    tokens_per_step = train.batch_size * (train.context - 1) * loop.accumulate * world.size  # predicted tokens
     last_val = record.get("val_loss")
 
+    sharded = getattr(trainer, "sharded", False)  # FSDP: every rank takes part in gathering or evaluating
+
     def save(step: int) -> None:
+        if not (world.main or sharded):
+            return
+        weights, optimizer = trainer.weights(), trainer.optimizer_state()
+        if not world.main:
+            return
         prepare()
-        rec = {"step": step, "tokens": tokens_seen, "batches_drawn": step * loop.accumulate,
+        rec = {"step": step, "tokens": tokens_seen, "batches_drawn": step * loop.accumulate * world.size,
                "seed": loop.seed, "val_loss": last_val}
-        run.save(step, trainer.weights(), trainer.optimizer_state(), trainer.rng_state(), rec, loop.keep)
+        run.save(step, weights, optimizer, trainer.rng_state(), rec, loop.keep)
 
     bar = tqdm(total=loop.steps, initial=start_step, desc="training", unit="step",
-               disable=not loop.progress, dynamic_ncols=True, file=sys.stderr)
+               disable=not (loop.progress and world.main), dynamic_ncols=True, file=sys.stderr)
     step, saved = start_step, start_step if state is not None else -1
     out: Dict[str, Any] = {"step": step, "val_loss": last_val}
     stop = min(loop.steps, start_step + loop.stop_after) if loop.stop_after else loop.steps
@@ -150,19 +163,28 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
             while step < stop:
                 t0 = time.perf_counter()
                 scalars = step_scalars(optim, step)
-                losses = [trainer.forward_backward(train.batch(step * loop.accumulate + j))
+                losses = [trainer.forward_backward(train.batch(batch_index(step, j, loop.accumulate, world)))
                           for j in range(loop.accumulate)]
                 norm = trainer.apply(loop.accumulate, **scalars)
+                loss = float(np.mean(losses)) if world.size == 1 else trainer.all_mean(float(np.mean(losses)))
                 step += 1
                 tokens_seen += tokens_per_step
                 dt = time.perf_counter() - t0
-                out = {"step": step, "loss": float(np.mean(losses)), "lr": scalars["lr"], "grad_norm": norm,
+                out = {"step": step, "loss": loss, "lr": scalars["lr"], "grad_norm": norm,
                        "tokens": tokens_seen, "tokens_per_s": tokens_per_step / dt}
                 if not np.isfinite(out["loss"]):
                     raise FloatingPointError(f"loss became {out['loss']} at step {step}: "
                                              "lower --learning_rate or set --grad_clip")
-                if val is not None and loop.val_every and (step % loop.val_every == 0 or step == loop.steps):
+                if (val is not None and loop.val_every and (step % loop.val_every == 0 or step == loop.steps)
+                        and (world.main or sharded)):
                     last_val = out["val_loss"] = evaluate(trainer, val, loop.val_batch_count)
+                if not world.main:  # the other ranks only compute gradients
+                    if loop.save_every and step % loop.save_every == 0 and step < stop:
+                        save(step)  # (a no-op unless sharded)
+                        saved = step
+                    if ctrl_c.requested:
+                        break
+                    continue
                 if metrics is None:
                     prepare()
                     metrics = Metrics(os.path.join(run.path, "metrics.jsonl"), start_step)
@@ -181,6 +203,8 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
             bar.close()
         if saved != step:
             save(step)
+        if world.size > 1:
+            trainer.barrier()  # every rank ends after rank 0's last save
         if ctrl_c.requested and step < loop.steps:
             raise Interrupted(step)
     out["val_loss"] = last_val

@@ -139,13 +139,24 @@ def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, 
     return train, val_sampler
 
 
-def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_saving: bool):
-    """The backend's trainer for a loaded model."""
+def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_saving: bool, world=None,
+                 accumulate: int = 1, **distributed):
+    """The backend's trainer for a loaded model; with a ``world`` of several ranks, its
+    data-parallel trainer (``gpt2_<backend>.distributed``; ``distributed`` goes to it)."""
+    trainable = transformer_layer if only_transformer else (lambda name: True)
+    if world is not None and world.size > 1:
+        if model.backend == "torch" and distributed.pop("fsdp", False):
+            from gpt2_torch.distributed import FSDPTrainer as DistributedTrainer
+        elif model.backend == "torch":
+            from gpt2_torch.distributed import DistributedTrainer
+        else:
+            from gpt2_tf.distributed import DistributedTrainer
+        return DistributedTrainer(model, optim, trainable, memory_saving, world=world, accumulate=accumulate,
+                                  **distributed)
     if model.backend == "torch":
         from gpt2_torch.train import Trainer
     else:
         from gpt2_tf.train import Trainer
-    trainable = transformer_layer if only_transformer else (lambda name: True)
     return Trainer(model, optim, trainable, memory_saving)
 
 
