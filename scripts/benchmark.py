@@ -121,10 +121,15 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     if spec["threads"]:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(spec["threads"])
+    if "xla" in spec:  # the TF backend's XLA decode path (gpt2_tf.backend), on or off
+        os.environ["GPT2_TF_XLA"] = "1" if spec["xla"] else "0"
     backend, repeats = spec["backend"], spec["repeats"]
     row: Dict[str, Any] = {"prefill": {}, "decode": {}}
     n_vocab, prefill, generate = (_hf_measure if backend == "hf" else _native_measure)(spec, row)
     rng = np.random.default_rng(0)
+    t = time.perf_counter()  # the first call: tracing (and XLA compiling) a prefill and a decode step
+    generate(rng.integers(0, n_vocab, size=(1, 8), dtype=np.int32), 2)
+    row["first_s"] = row["load_s"] + time.perf_counter() - t
     for T in spec["prefill"]:
         log(f"{backend}: prefill T={T}")
         tokens = rng.integers(0, n_vocab, size=(1, T), dtype=np.int32)
@@ -150,6 +155,8 @@ def _native_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
         if spec["threads"]:
             tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])  # inter-op: 1 (gpt2_tf)
         row["version"], row["blas"] = f"tensorflow {tf.__version__}", "tf: Eigen + oneDNN"
+        if spec.get("xla", True) and spec["device"] == "cpu":
+            row["blas"] += " (decode steps: XLA)"
     else:
         import torch
 
@@ -273,6 +280,7 @@ def best_of(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     the decode run with the most tokens/s and its latencies, quickest load, largest peak RSS)."""
     row = dict(results[0])
     row["load_s"] = min(r["load_s"] for r in results)
+    row["first_s"] = min(r["first_s"] for r in results)
     row["prefill"] = {T: max(r["prefill"][T] for r in results) for T in row["prefill"]}
     row["decode"] = {b: max((r["decode"][b] for r in results), key=lambda d: d["tokens_per_s"])
                      for b in row["decode"]}
@@ -455,7 +463,8 @@ def format_report(res: Dict[str, Any]) -> str:
              f"{res['limit_tokens_per_s']:.1f} tok/s (bandwidth / (4 B * (n_params - n_ctx*n_embd)))", ""]
     names = list(rows)
     table = [["", *names], ["load (s)", *[_fmt(rows[n]["load_s"], 2) for n in names]],
-             ["  peak RSS rise (x weights)", *[_fmt(rows[n].get("load_peak_x"), 2) for n in names]]]
+             ["  peak RSS rise (x weights)", *[_fmt(rows[n].get("load_peak_x"), 2) for n in names]],
+             ["load + first token (s)", *[_fmt(rows[n].get("first_s"), 2) for n in names]]]
     for T in res["prefill_lengths"]:
         table.append([f"prefill T={T} (tok/s)", *[_fmt(rows[n]["prefill"][str(T)]) for n in names]])
     for B in res["batch_sizes"]:
@@ -510,7 +519,7 @@ def save_plot(res: Dict[str, Any], path: str) -> None:
 
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
-              json=False, plot=None, device="cpu", bf16=False):
+              json=False, plot=None, device="cpu", bf16=False, xla=True):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -532,6 +541,8 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         plot: Save a bar chart (PNG) to this path (needs matplotlib).
         device: cpu (default), cuda or cuda:N.
         bf16: Add tf-bf16 and torch-bf16 columns (the same measurements in bfloat16).
+        xla: TensorFlow's XLA decode path on (default) or off (--noxla); --xla both adds a
+            tf-noxla column, interleaved with the others.
     """
     from gpt2_common.hparams import MODEL_SHAPES, load_hparams
 
@@ -546,6 +557,9 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
     threads = None if threads is None else int_list(threads, "threads")[0]
     hf, json, device = as_bool(hf, "hf"), as_bool(json, "json"), cli.check_device(device) or "cpu"
     columns = names + ([f"{b}-bf16" for b in names] if as_bool(bf16, "bf16") else [])  # bf16 columns
+    xla_both = str(xla).lower() == "both"
+    xla = True if xla_both else as_bool(xla, "xla")
+    columns += ["tf-noxla"] if xla_both and "tf" in names else []
     if n_new < 2:
         raise UsageError("--decode_tokens must be at least 2 (the first token comes from the prefill)")
     if plot is not None:
@@ -597,7 +611,8 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
                 log(f"{b}: starting worker (round {r + 1} of {rounds})")
                 try:
                     dtype = "bfloat16" if b.endswith("-bf16") else "float32"
-                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b.split("-")[0], dtype=dtype)))
+                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b.split("-")[0], dtype=dtype,
+                                                                  xla=xla and not b.endswith("-noxla"))))
                 except (RuntimeError, ValueError) as e:
                     notes.append(f"{b} row missing: {e}")
                     runs.pop(b, None)
