@@ -56,6 +56,7 @@ def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
     assert set(res["backends"]) == expected
     for name, row in res["backends"].items():
         assert positive(row["load_s"]) and positive(row["peak_rss_mb"]), name
+        assert row["first_s"] > row["load_s"], name  # load + tracing (and XLA compiling) the first steps
         if name != "hf":  # load peak memory in multiples of the weights (a fresh process each)
             assert isinstance(row["load_peak_x"], float) and row["load_peak_x"] >= 0, name
         assert row["rounds"] == 2, name  # interleaved rounds, best of each
@@ -93,6 +94,7 @@ def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
     (["--decode_tokens", "1"], "--decode_tokens"),
     (["--device", "tpu"], "tpu"),
     (["--bogus", "1"], "--bogus"),
+    (["--xla", "sometimes"], "--xla"),
 ])
 def test_bad_flags_one_line_exit_2(args, needle):
     p = run_benchmark(*args, timeout=60)

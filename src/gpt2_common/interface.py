@@ -12,6 +12,7 @@ in the arithmetic of their forward pass.
 from __future__ import annotations
 
 import abc
+import inspect
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,18 +32,23 @@ class ModelError(ValueError):
 
 
 def load_model(backend: str, model_dir: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
-               dtype: str = "float32", trainable: bool = False) -> "GPT2Model":
+               dtype: str = "float32", trainable: bool = False, **options: Any) -> "GPT2Model":
     """Load the checkpoint in ``model_dir`` with backend ``"tf"`` or ``"torch"``.
 
     ``device``: ``None`` (the backend's default: the GPU if there is one), ``"cpu"``, ``"cuda"``
     / ``"cuda:N"`` / ``"gpu"``. ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
     ``trainable``: build the weights as trainable variables / parameters (for ``gpt2_common.train``).
+    ``options``: the backend's own, e.g. ``xla=False`` for ``"tf"`` (its XLA decode path).
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    return backend_class(backend)(os.fspath(model_dir), device=device, dtype=dtype, trainable=trainable)
+    cls = backend_class(backend)
+    unknown = [k for k in options if k not in inspect.signature(cls.__init__).parameters]
+    if unknown:
+        raise ModelError(f"the {backend} backend takes no option {unknown[0]!r}")
+    return cls(os.fspath(model_dir), device=device, dtype=dtype, trainable=trainable, **options)
 
 
 def pad_left(contexts: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:

@@ -213,11 +213,14 @@ class GPT2(tf.Module):
         h = self.ln_f(h)  # [B, T, E]
         if last_only:
             h = h[:, -1:]
-        # tied LM head, as a 2-D matmul: a 3-D one against wte^T copies the [V, E] matrix every call
-        logits = tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
-        logits = tf.reshape(logits, [B, -1, self.hparams.n_vocab])  # [B, T, V]
+        logits = tf.reshape(self.lm_head(h, wte), [B, -1, self.hparams.n_vocab])  # [B, T, V]
         present = presents if past_length is not None else tf.stack(presents, axis=1)
         return {"logits": logits, "present": present}
+
+    def lm_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
+        """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
+        wte^T copies the [V, E] matrix every call)."""
+        return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
 
 
 def checkpoint_name(var: tf.Variable) -> str:

@@ -208,11 +208,13 @@ class GPT2(nn.Module):
         h = self.ln_f(h)  # [B, T, E]
         if last_only:
             h = h[:, -1:]
-        # tied LM head, as a 2-D matmul
-        logits = matmul(h.reshape(-1, self.hparams.n_embd), wte.t())
-        logits = logits.view(B, -1, self.hparams.n_vocab)  # [B, T, V]
+        logits = self.lm_head(h, wte).view(B, -1, self.hparams.n_vocab)  # [B, T, V]
         present = presents if past_length is not None else torch.stack(presents, dim=1)
         return {"logits": logits, "present": present}
+
+    def lm_head(self, h: torch.Tensor, wte: torch.Tensor) -> torch.Tensor:
+        """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul."""
+        return matmul(h.reshape(-1, self.hparams.n_embd), wte.t())
 
 
 def new_cache(hp: HParams, B: int, capacity: int, like: torch.Tensor) -> List[LayerCache]:

@@ -14,6 +14,7 @@ def best_of(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     the decode run with the most tokens/s and its latencies, quickest load, largest peak RSS)."""
     row = dict(results[0])
     row["load_s"] = min(r["load_s"] for r in results)
+    row["first_s"] = min(r["first_s"] for r in results)
     row["prefill"] = {T: max(r["prefill"][T] for r in results) for T in row["prefill"]}
     row["decode"] = {b: max((r["decode"][b] for r in results), key=lambda d: d["tokens_per_s"])
                      for b in row["decode"]}
@@ -79,7 +80,8 @@ def format_report(res: Dict[str, Any]) -> str:
              f"{res['limit_tokens_per_s']:.1f} tok/s (bandwidth / (4 B * (n_params - n_ctx*n_embd)))", ""]
     names = list(rows)
     table = [["", *names], ["load (s)", *[_fmt(rows[n]["load_s"], 2) for n in names]],
-             ["  peak RSS rise (x weights)", *[_fmt(rows[n].get("load_peak_x"), 2) for n in names]]]
+             ["  peak RSS rise (x weights)", *[_fmt(rows[n].get("load_peak_x"), 2) for n in names]],
+             ["load + first token (s)", *[_fmt(rows[n].get("first_s"), 2) for n in names]]]
     for T in res["prefill_lengths"]:
         table.append([f"prefill T={T} (tok/s)", *[_fmt(rows[n]["prefill"][str(T)]) for n in names]])
     for B in res["batch_sizes"]:

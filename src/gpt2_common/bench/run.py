@@ -50,7 +50,8 @@ def as_bool(value: Any, flag: str) -> bool:
 
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
-              json=False, plot=None, device="cpu", bf16=False, train=False, train_batch=2, train_context=256):
+              json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
+              train_context=256):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -72,6 +73,8 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         plot: Save a bar chart (PNG) to this path (needs matplotlib).
         device: cpu (default), cuda or cuda:N.
         bf16: Add tf-bf16 and torch-bf16 columns (the same measurements in bfloat16).
+        xla: TensorFlow's XLA decode path on (default) or off (--noxla); --xla both adds a
+            tf-noxla column, interleaved with the others.
         train: Also measure training (see gpt2_common.train.benchmark): tokens/s and peak memory of
             a fwd+bwd+AdamW step, with and without gradient checkpointing, for each backend and hf.
         train_batch: Batch of the training rows.
@@ -90,6 +93,9 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
     threads = None if threads is None else int_list(threads, "threads")[0]
     hf, json, device = as_bool(hf, "hf"), as_bool(json, "json"), cli.check_device(device) or "cpu"
     columns = names + ([f"{b}-bf16" for b in names] if as_bool(bf16, "bf16") else [])  # bf16 columns
+    xla_both = str(xla).lower() == "both"
+    xla = True if xla_both else as_bool(xla, "xla")
+    columns += ["tf-noxla"] if xla_both and "tf" in names else []
     if n_new < 2:
         raise UsageError("--decode_tokens must be at least 2 (the first token comes from the prefill)")
     if plot is not None:
@@ -141,7 +147,8 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
                 log(f"{b}: starting worker (round {r + 1} of {rounds})")
                 try:
                     dtype = "bfloat16" if b.endswith("-bf16") else "float32"
-                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b.split("-")[0], dtype=dtype)))
+                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b.split("-")[0], dtype=dtype,
+                                                                  xla=xla and not b.endswith("-noxla"))))
                 except (RuntimeError, ValueError) as e:
                     notes.append(f"{b} row missing: {e}")
                     runs.pop(b, None)

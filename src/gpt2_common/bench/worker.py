@@ -50,10 +50,15 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     if spec["threads"]:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(spec["threads"])
+    if "xla" in spec:  # the TF backend's XLA decode path (gpt2_tf.backend), on or off
+        os.environ["GPT2_TF_XLA"] = "1" if spec["xla"] else "0"
     backend, repeats = spec["backend"], spec["repeats"]
     row: Dict[str, Any] = {"prefill": {}, "decode": {}}
     n_vocab, prefill, generate = (_hf_measure if backend == "hf" else _native_measure)(spec, row)
     rng = np.random.default_rng(0)
+    t = time.perf_counter()  # the first call: tracing (and XLA compiling) a prefill and a decode step
+    generate(rng.integers(0, n_vocab, size=(1, 8), dtype=np.int32), 2)
+    row["first_s"] = row["load_s"] + time.perf_counter() - t
     for T in spec["prefill"]:
         log(f"{backend}: prefill T={T}")
         tokens = rng.integers(0, n_vocab, size=(1, T), dtype=np.int32)
@@ -79,6 +84,8 @@ def _native_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
         if spec["threads"]:
             tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])  # inter-op: 1 (gpt2_tf)
         row["version"], row["blas"] = f"tensorflow {tf.__version__}", "tf: Eigen + oneDNN"
+        if spec.get("xla", True) and spec["device"] == "cpu":
+            row["blas"] += " (decode steps: XLA)"
     else:
         import torch
 
