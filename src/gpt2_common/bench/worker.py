@@ -68,7 +68,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         ctx = rng.integers(0, n_vocab, size=(B, spec["decode_prompt"]), dtype=np.int32)
         row["decode"][str(B)] = decode_stats(lambda: generate(ctx, spec["decode_tokens"]), B, repeats)
     row["peak_rss_mb"] = peak_rss_mb()
-    gpu = _gpu_peak_mb(backend, spec["device"])
+    gpu = gpu_peak_mb(backend, spec["device"])
     if gpu is not None:
         row["gpu_peak_mb"] = gpu
     return row
@@ -175,7 +175,8 @@ def peak_rss_mb() -> float:
         return psutil.Process().memory_info().rss / (1 << 20)
 
 
-def _gpu_peak_mb(backend: str, device: Optional[str]) -> Optional[float]:
+def gpu_peak_mb(backend: str, device: Optional[str]) -> Optional[float]:
+    """Peak GPU memory of this process (MB); ``None`` on the CPU."""
     if not device or device == "cpu":
         return None
     if backend == "tf":

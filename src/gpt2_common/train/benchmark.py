@@ -18,13 +18,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..bench.worker import gpu_peak_mb, peak_rss_mb
+
 TARGETS = {"torch_vs_hf": 1.0, "tf_vs_torch": 0.8}
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _hf_step(spec: Dict[str, Any]):
@@ -90,16 +86,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         times.append(time.perf_counter() - t0)
     tokens = spec["batch"] * (spec["context"] - 1)
     row = {"tokens_per_s": tokens / statistics.median(times), "step_s": statistics.median(times),
-           "peak_rss_mb": _peak_rss_mb()}
-    if spec["device"] not in (None, "cpu"):
-        if spec["backend"] == "tf":
-            import tensorflow as tf
-
-            row["gpu_peak_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-        else:
-            import torch
-
-            row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+           "peak_rss_mb": peak_rss_mb()}
+    gpu = gpu_peak_mb(spec["backend"], spec["device"])
+    if gpu is not None:
+        row["gpu_peak_mb"] = gpu
     return row
 
 
