@@ -95,6 +95,9 @@ def test_tiny_run_reports_every_field(make_model_dir, vocab_dir, tmp_path):
     (["--device", "tpu"], "tpu"),
     (["--bogus", "1"], "--bogus"),
     (["--xla", "sometimes"], "--xla"),
+    (["--baseline", "/nonexistent/checkout"], "--baseline"),
+    (["--baseline", str(ROOT), "--baseline_rounds", "0"], "--baseline_rounds"),
+    (["--baseline", str(ROOT), "--train"], "--train"),
 ])
 def test_bad_flags_one_line_exit_2(args, needle):
     p = run_benchmark(*args, timeout=60)
@@ -107,3 +110,40 @@ def test_bad_flags_one_line_exit_2(args, needle):
 def test_prompt_longer_than_context_is_a_flag_error(make_model_dir):
     p = run_benchmark("--model_dir", make_model_dir("tiny"), "--prefill", "100", timeout=60)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "context of 64" in p.stderr, p.stderr
+
+
+def test_baseline_compares_two_checkouts_in_lockstep(make_model_dir, tmp_path):
+    """--baseline: each side runs its own checkout's code. The baseline here is a copy of this
+    checkout whose decode loop sleeps 20 ms a step, so its decode (not its prefill) is slower."""
+    need("tensorflow"), need("torch")
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(ROOT / "src", base / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    interface = base / "src" / "gpt2_common" / "interface.py"
+    code = interface.read_text()
+    assert code.count("        new = sampler(logits)\n") == 1
+    interface.write_text(code.replace("        new = sampler(logits)\n",
+                                      "        new = sampler(logits)\n        __import__('time').sleep(0.02)\n"))
+    p = run_benchmark("--model_dir", make_model_dir("tiny"), "--backends", "tf,torch", "--prefill", "8",
+                      "--batch_sizes", "1", "--decode_tokens", 6, "--baseline", base, "--baseline_rounds", 3,
+                      "--json", timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout)
+    assert res["this"] == str(ROOT / "src") and res["baseline"] == str(base / "src") and res["rounds"] == 3
+    rows = {(r["column"], r["measure"]): r for r in res["rows"]}
+    assert set(rows) == {(b, m) for b in ("tf", "torch") for m in ("prefill T=8", "decode b=1")}
+    for (column, measure), r in rows.items():
+        assert positive(r["this"]) and positive(r["baseline"]) and positive(r["ratio"]), r
+        assert r["ratio_iqr"][0] <= r["ratio"] <= r["ratio_iqr"][1], r
+        assert positive(r["control"]) and r["control_iqr"][0] <= r["control"] <= r["control_iqr"][1], r
+        if measure == "decode b=1":  # the baseline's 20 ms per step: this side is several times faster
+            assert r["ratio"] > 2 and r["this"] > 2 * r["baseline"], r
+        else:  # the same prefill code on both sides
+            assert r["ratio"] < 2, r
+    # the table form
+    p = run_benchmark("--model_dir", make_model_dir("tiny"), "--backends", "torch", "--prefill", "8",
+                      "--batch_sizes", "1", "--decode_tokens", 2, "--baseline", base / "src", "--baseline_rounds", 1,
+                      "--hf", "False", timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "vs baseline" in p.stdout and "torch" in p.stdout and "decode b=1" in p.stdout, p.stdout

@@ -15,7 +15,8 @@ encoder's throughput next to tiktoken's built from the same vocabulary files.
 
 Modules: :mod:`.run` (the command: flags, rounds, the result), :mod:`.worker` (one backend's
 measurements, in its own process), :mod:`.machine` (machine facts, bandwidth limit, encoder speed),
-:mod:`.report` (best round, targets, table, plot).
+:mod:`.report` (best round, targets, table, plot), :mod:`.compare` (``--baseline``: this checkout
+against another, in lockstep) with ``live_worker.py`` (run as a file in each of its processes).
 """
 from __future__ import annotations
 

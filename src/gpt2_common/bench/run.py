@@ -14,6 +14,7 @@ from typing import Any, Dict, List
 from .. import cli
 from ..cli import UsageError
 from . import log
+from .compare import checkout_src, compare, format_comparison
 from .machine import encoder_speeds, machine_info, measure_bandwidth, model_size
 from .report import add_load_peaks, best_of, evaluate_targets, format_report, save_plot
 from .worker import run_worker
@@ -51,7 +52,7 @@ def as_bool(value: Any, flag: str) -> bool:
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
               json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
-              train_context=256):
+              train_context=256, baseline=None, baseline_rounds=10):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -79,6 +80,10 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
             a fwd+bwd+AdamW step, with and without gradient checkpointing, for each backend and hf.
         train_batch: Batch of the training rows.
         train_context: Tokens per sequence of the training rows.
+        baseline: Another checkout of the toolkit (its root or its src/ folder, e.g. made with
+            ``git worktree add DIR REV``): instead of the report, compare this checkout with it,
+            prefill and decode of every column in lockstep (see gpt2_common.bench.compare).
+        baseline_rounds: Rounds of the --baseline comparison (one timed run per side each).
     """
     from gpt2_common.hparams import MODEL_SHAPES, load_hparams
 
@@ -98,6 +103,12 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
     columns += ["tf-noxla"] if xla_both and "tf" in names else []
     if n_new < 2:
         raise UsageError("--decode_tokens must be at least 2 (the first token comes from the prefill)")
+    if baseline is not None:
+        checkout_src(baseline)
+        (baseline_rounds,) = int_list(baseline_rounds, "baseline_rounds")
+        for flag, value in (("plot", plot is not None), ("train", as_bool(train, "train"))):
+            if value:
+                raise UsageError(f"--{flag} does not go with --baseline (a comparison has no {flag} rows)")
     if plot is not None:
         if not isinstance(plot, str) or not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
             raise UsageError(f"--plot needs a file name in an existing folder, got {plot!r}")
@@ -132,6 +143,18 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
             log(f"writing random {model} weights")
             tmp = tempfile.mkdtemp(prefix="gpt2-benchmark-")
             save_model(tmp, hp, random_weights(hp, seed=0, scale=0.02), vocab_dir=vocab)
+        if baseline is not None:  # a lockstep comparison with another checkout instead of the report
+            import gpt2_common
+
+            cols = [{"name": c, "backend": c.split("-")[0], "dtype": "bfloat16" if c.endswith("-bf16") else "float32",
+                     "xla": xla and not c.endswith("-noxla")} for c in columns]
+            res = compare(os.path.dirname(os.path.dirname(os.path.abspath(gpt2_common.__file__))), baseline, cols,
+                          os.fspath(model_dir or tmp), device, prefill_T, batches, n_new, prompt, baseline_rounds,
+                          threads)
+            res["model"] = label
+            print(_json.dumps(res, indent=2) if json else format_comparison(res, label, device), flush=True)
+            log(f"done in {time.perf_counter() - started:.0f} s")
+            return
         size = model_size(hp)
         log("measuring memory bandwidth")
         bandwidth = measure_bandwidth()

@@ -38,9 +38,11 @@ from ..constants import EOT_TOKEN
 MAX_BATCH_LOGITS = 2**27
 #: Rows of float64 log-softmax computed at once (bounds the float64 temporaries).
 _ROW_CHUNK = 256
-#: Every forward pass holds at least this many positions (extra rows of <|endoftext|>, ignored):
-#: the torch backend multiplies at most 16 rows (decoding) in another summation order than more
-#: rows, and so a text's numbers would depend on what it was batched with (issue 14).
+#: Every forward pass holds at least this many positions (extra rows of <|endoftext|>, ignored), so
+#: that a text's numbers do not depend on what it was batched with (issue 14): a row's products are
+#: summed in another order when few rows are multiplied, by the torch backend's decode path (16 rows
+#: or fewer) and by the BLAS itself (MKL here: 1-3 rows differ from 4 and more, in plain ``x @ w``
+#: too), so a reduction independent of the row count cannot come from the model's matmul alone.
 MIN_FORWARD_POSITIONS = 17
 
 
