@@ -147,3 +147,17 @@ def test_baseline_compares_two_checkouts_in_lockstep(make_model_dir, tmp_path):
                       "--hf", "False", timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "vs baseline" in p.stdout and "torch" in p.stdout and "decode b=1" in p.stdout, p.stdout
+
+
+def test_baseline_that_fails_to_load_is_one_error_line(make_model_dir, tmp_path):
+    need("torch")
+    broken = tmp_path / "broken" / "src" / "gpt2_common"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "interface.py").write_text("raise ImportError('this baseline is broken')\n")
+    p = run_benchmark("--model_dir", make_model_dir("tiny"), "--backends", "torch", "--prefill", "8",
+                      "--batch_sizes", "1", "--decode_tokens", 2, "--baseline", tmp_path / "broken", timeout=120)
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 1 and last.startswith("error: ") and "failed to load" in last, p.stderr[-2000:]
+    assert "this baseline is broken" in p.stderr  # the worker's own traceback, above the error line
+    assert p.stdout == ""

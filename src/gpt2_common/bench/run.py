@@ -148,9 +148,12 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
 
             cols = [{"name": c, "backend": c.split("-")[0], "dtype": "bfloat16" if c.endswith("-bf16") else "float32",
                      "xla": xla and not c.endswith("-noxla")} for c in columns]
-            res = compare(os.path.dirname(os.path.dirname(os.path.abspath(gpt2_common.__file__))), baseline, cols,
-                          os.fspath(model_dir or tmp), device, prefill_T, batches, n_new, prompt, baseline_rounds,
-                          threads)
+            try:
+                res = compare(os.path.dirname(os.path.dirname(os.path.abspath(gpt2_common.__file__))), baseline,
+                              cols, os.fspath(model_dir or tmp), device, prefill_T, batches, n_new, prompt,
+                              baseline_rounds, threads)
+            except RuntimeError as e:  # a worker failed (its own traceback is above, on stderr)
+                cli.fail(str(e), code=1)
             res["model"] = label
             print(_json.dumps(res, indent=2) if json else format_comparison(res, label, device), flush=True)
             log(f"done in {time.perf_counter() - started:.0f} s")
