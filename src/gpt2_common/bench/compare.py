@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..cli import UsageError
 from . import log
+from .worker import env_with_src, own_src
 
 #: The order of the turns in successive rounds: each side goes first, second and last, and after
 #: each of the others, equally often (a process's threads still spinning after its run slow the next).
@@ -53,8 +54,7 @@ class LiveWorker:
 
     def __init__(self, src: str, backend: str, model_dir: str, device: str, dtype: str,
                  threads: Optional[int], xla: bool) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-                   GPT2_TF_XLA="1" if xla else "0")
+        env = env_with_src(src, GPT2_TF_XLA="1" if xla else "0")
         self.label = f"{backend} from {src}"
         self.proc = subprocess.Popen([sys.executable, WORKER, backend, model_dir, device, dtype, str(threads or 0)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -85,12 +85,13 @@ class LiveWorker:
             self.proc.wait()
 
 
-def compare(this_src: str, baseline: str, columns: List[Dict[str, Any]], model_dir: str, device: str,
-            prefill: List[int], batches: List[int], decode_tokens: int, prompt: int, rounds: int,
+def compare(base_src: str, columns: List[Dict[str, Any]], model_dir: str, device: str, prefill: List[int],
+            batches: List[int], decode_tokens: int, prompt: int, rounds: int,
             threads: Optional[int]) -> Dict[str, Any]:
-    """Measure every column (``{"name", "backend", "dtype", "xla"}``) from ``this_src`` and the
-    ``baseline`` checkout in lockstep (see the module docstring); returns the result document."""
-    base_src = checkout_src(baseline)
+    """Measure every column (``{"name", "backend", "dtype", "xla"}``) from this checkout and from the
+    one whose packages are in ``base_src`` (see :func:`checkout_src`) in lockstep (see the module
+    docstring); returns the result document."""
+    this_src = own_src()
     requests = [(f"prefill T={T}", {"op": "prefill", "T": T}) for T in prefill]
     requests += [(f"decode b={B}", {"op": "decode", "batch": B, "tokens": decode_tokens, "prompt": prompt})
                  for B in batches]
@@ -118,7 +119,7 @@ def compare(this_src: str, baseline: str, columns: List[Dict[str, Any]], model_d
         finally:
             for w in sides:
                 w.close()
-    return {"this": this_src, "baseline": base_src, "rounds": rounds, "rows": rows,
+    return {"this": this_src, "baseline": base_src, "device": device, "rounds": rounds, "rows": rows,
             "decode": f"prompt of {prompt} random tokens, {decode_tokens} greedy tokens; tok/s = batch * "
                       f"(steps after the first) / their time"}
 
@@ -130,10 +131,10 @@ def ratio_stats(a: List[float], b: List[float]) -> Tuple[float, List[float]]:
     return statistics.median(ratios), [q1, q3]
 
 
-def format_comparison(res: Dict[str, Any], model: str, device: str) -> str:
-    """The comparison as a plain-text table."""
+def format_comparison(res: Dict[str, Any]) -> str:
+    """The comparison (with its ``model`` name) as a plain-text table."""
     lines = [f"this checkout ({res['this']}) vs baseline ({res['baseline']})",
-             f"{model}, {device}, lockstep: {res['rounds']} rounds, the order rotating each round",
+             f"{res['model']}, {res['device']}, lockstep: {res['rounds']} rounds, the order rotating each round",
              "tok/s: medians; ratio: median of the per-round ratios this/baseline (interquartile range);",
              "control: the same for a second process of this checkout against the first (the noise floor)",
              "", f"{'column':12s} {'measure':15s} {'this':>9s} {'baseline':>9s} {'ratio':>7s} {'(IQR)':13s} "

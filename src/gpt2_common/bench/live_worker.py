@@ -19,8 +19,18 @@ import os
 import sys
 import time
 
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+if __name__ == "__main__" and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]  # run as a file: this folder's modules (run, worker, ...) must not shadow others
+
+#: The native thread pools' variables, set before a framework is imported (here and in worker.py).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def set_thread_env(threads: int) -> None:
+    """Give every native thread pool ``threads`` threads (0 or None: leave the defaults)."""
+    if threads:
+        for var in THREAD_VARS:
+            os.environ[var] = str(threads)
 
 
 def main(backend: str, model_dir: str, device: str, dtype: str, threads: int) -> None:
@@ -62,7 +72,5 @@ def main(backend: str, model_dir: str, device: str, dtype: str, threads: int) ->
 
 if __name__ == "__main__":
     b, d, dev, dt, th = sys.argv[1:6]
-    if int(th):
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = th
+    set_thread_env(int(th))
     main(b, d, dev, dt, int(th))

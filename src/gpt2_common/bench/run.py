@@ -49,6 +49,13 @@ def as_bool(value: Any, flag: str) -> bool:
     raise UsageError(f"--{flag} must be True or False, got {value!r}")
 
 
+def column_settings(column: str, xla: bool) -> Dict[str, Any]:
+    """A column's worker settings: ``torch-bf16`` -> backend torch, dtype bfloat16; ``tf-noxla`` ->
+    XLA off (``hf`` -> backend hf)."""
+    return {"backend": column.split("-")[0], "dtype": "bfloat16" if column.endswith("-bf16") else "float32",
+            "xla": xla and not column.endswith("-noxla")}
+
+
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
               json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
@@ -104,7 +111,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
     if n_new < 2:
         raise UsageError("--decode_tokens must be at least 2 (the first token comes from the prefill)")
     if baseline is not None:
-        checkout_src(baseline)
+        baseline = checkout_src(baseline)  # its src/ folder
         (baseline_rounds,) = int_list(baseline_rounds, "baseline_rounds")
         for flag, value in (("plot", plot is not None), ("train", as_bool(train, "train"))):
             if value:
@@ -144,18 +151,14 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
             tmp = tempfile.mkdtemp(prefix="gpt2-benchmark-")
             save_model(tmp, hp, random_weights(hp, seed=0, scale=0.02), vocab_dir=vocab)
         if baseline is not None:  # a lockstep comparison with another checkout instead of the report
-            import gpt2_common
-
-            cols = [{"name": c, "backend": c.split("-")[0], "dtype": "bfloat16" if c.endswith("-bf16") else "float32",
-                     "xla": xla and not c.endswith("-noxla")} for c in columns]
+            cols = [dict(column_settings(c, xla), name=c) for c in columns]
             try:
-                res = compare(os.path.dirname(os.path.dirname(os.path.abspath(gpt2_common.__file__))), baseline,
-                              cols, os.fspath(model_dir or tmp), device, prefill_T, batches, n_new, prompt,
-                              baseline_rounds, threads)
+                res = compare(baseline, cols, os.fspath(model_dir or tmp), device, prefill_T, batches, n_new,
+                              prompt, baseline_rounds, threads)
             except RuntimeError as e:  # a worker failed (its own traceback is above, on stderr)
                 cli.fail(str(e), code=1)
             res["model"] = label
-            print(_json.dumps(res, indent=2) if json else format_comparison(res, label, device), flush=True)
+            print(_json.dumps(res, indent=2) if json else format_comparison(res), flush=True)
             log(f"done in {time.perf_counter() - started:.0f} s")
             return
         size = model_size(hp)
@@ -172,9 +175,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
                     continue  # failed in the first round
                 log(f"{b}: starting worker (round {r + 1} of {rounds})")
                 try:
-                    dtype = "bfloat16" if b.endswith("-bf16") else "float32"
-                    runs.setdefault(b, []).append(run_worker(dict(spec, backend=b.split("-")[0], dtype=dtype,
-                                                                  xla=xla and not b.endswith("-noxla"))))
+                    runs.setdefault(b, []).append(run_worker(dict(spec, **column_settings(b, xla))))
                 except (RuntimeError, ValueError) as e:
                     notes.append(f"{b} row missing: {e}")
                     runs.pop(b, None)

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import log
+from .live_worker import set_thread_env
 
 
 def decode_stats(stamps_of_run: Callable[[], List[float]], batch: int, repeats: int) -> Dict[str, float]:
@@ -47,9 +48,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Measure one backend (``tf``, ``torch`` or ``hf``) as ``spec`` says; returns its row."""
     import numpy as np
 
-    if spec["threads"]:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(spec["threads"])
+    set_thread_env(spec["threads"])
     if "xla" in spec:  # the TF backend's XLA decode path (gpt2_tf.backend), on or off
         os.environ["GPT2_TF_XLA"] = "1" if spec["xla"] else "0"
     backend, repeats = spec["backend"], spec["repeats"]
@@ -188,14 +187,23 @@ def gpu_peak_mb(backend: str, device: Optional[str]) -> Optional[float]:
     return torch.cuda.max_memory_allocated() / (1 << 20) if torch.cuda.is_available() else None
 
 
-def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Run :func:`worker` in a fresh interpreter (stderr passes through); returns its JSON row."""
+def own_src() -> str:
+    """The folder holding this checkout's ``gpt2_common`` (its ``src/``, or site-packages)."""
     import gpt2_common
 
-    src = os.path.dirname(os.path.dirname(os.path.abspath(gpt2_common.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
+    return os.path.dirname(os.path.dirname(os.path.abspath(gpt2_common.__file__)))
+
+
+def env_with_src(src: str, **extra: str) -> Dict[str, str]:
+    """This process's environment with ``src`` first on ``PYTHONPATH`` (and ``extra`` variables), so
+    that a child process imports the packages found there."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])), **extra)
+
+
+def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Run :func:`worker` in a fresh interpreter (stderr passes through); returns its JSON row."""
     p = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)],
-                       stdout=subprocess.PIPE, env=env)
+                       stdout=subprocess.PIPE, env=env_with_src(own_src()))
     if p.returncode != 0:
         raise RuntimeError(f"{spec['backend']} worker exited with status {p.returncode}")
     return json.loads(p.stdout.decode().strip().splitlines()[-1])
