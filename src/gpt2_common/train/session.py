@@ -53,11 +53,11 @@ def check_optim(optimizer, learning_rate, steps, warmup_steps, lr_schedule, weig
         weight_decay=None if weight_decay is None else cli.check_number("weight_decay", weight_decay, 0.0))
 
 
-def scratch_hparams(n_layer, n_embd, n_head, n_ctx) -> Optional[HParams]:
+def scratch_hparams(n_layer, n_embd, n_head, n_ctx, n_vocab=None) -> Optional[HParams]:
     """Hyperparameters for training from scratch (the others as 124M's), or None when none of the
-    four is given."""
-    given = {k: v for k, v in dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx).items()
-             if v is not None}
+    five is given. ``n_vocab`` below 124M's keeps only the token ids 0..n_vocab-1 (a toy task's)."""
+    given = {k: v for k, v in dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx,
+                                   n_vocab=n_vocab).items() if v is not None}
     if not given:
         return None
     for k, v in given.items():
@@ -65,6 +65,8 @@ def scratch_hparams(n_layer, n_embd, n_head, n_ctx) -> Optional[HParams]:
     if given.get("n_embd", 0) and "n_head" not in given and given["n_embd"] % 12:
         raise UsageError(f"n_embd {given['n_embd']} needs an --n_head that divides it")
     hp = dataclasses.asdict(MODEL_SHAPES["124M"])
+    if given.get("n_vocab", 0) > hp["n_vocab"]:
+        raise UsageError(f"--n_vocab {given['n_vocab']} is larger than the vocabulary's {hp['n_vocab']} tokens")
     hp.update(given)
     if hp["n_embd"] % hp["n_head"]:
         raise UsageError(f"n_embd {hp['n_embd']} is not divisible by n_head {hp['n_head']}")
@@ -114,8 +116,10 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
 
 
 def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, batch_size: int,
-              seed: int, val_batch_count: int) -> Tuple[BatchSampler, Optional[BatchSampler]]:
-    """The training and validation samplers (windows of ``context + 1`` tokens)."""
+              seed: int, val_batch_count: int, n_vocab: Optional[int] = None
+              ) -> Tuple[BatchSampler, Optional[BatchSampler]]:
+    """The training and validation samplers (windows of ``context + 1`` tokens); with ``n_vocab``,
+    every token id must be below it."""
     if dataset is None or dataset == "":
         raise UsageError("--dataset is required (a token .bin file, .npz, text file, folder or glob)")
     tokens = load_tokens(dataset, encoder)
@@ -132,6 +136,9 @@ def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, 
             raise DataError(f"{dataset}: --val_fraction {val_fraction} chose no document; raise it")
     elif isinstance(dataset, str) and dataset.endswith(".bin") and os.path.isfile(validation_path(dataset)):
         val = load_tokens(validation_path(dataset))  # written beside it by gpt2_encode --val_fraction
+    for name, part in ((dataset, tokens), (val_dataset or dataset, val)):
+        if n_vocab is not None and part is not None and len(part) and int(np.max(part)) >= n_vocab:
+            raise DataError(f"{name}: token id {int(np.max(part))} is outside the model's vocabulary of {n_vocab}")
     train = BatchSampler(tokens, context + 1, batch_size, seed, name=str(dataset))
     val_sampler = None
     if val is not None and val_batch_count > 0:
