@@ -52,8 +52,9 @@ class LayerNorm(nn.Module):
         x32 = x.float()  # statistics and affine in fp32, then x's dtype
         if wants(hooks, self.scope, "hook_scale"):  # spelled out, with the scale [B, T, 1] named
             u = x32.mean(-1, keepdim=True)
-            scale = hook(hooks, self.scope, "hook_scale", ((x32 - u).square().mean(-1, keepdim=True) + LN_EPS).sqrt())
-            y = (x32 - u) / scale * self.g.float() + self.b.float()  # biased variance
+            s = (x32 - u).square().mean(-1, keepdim=True)  # biased variance
+            scale = hook(hooks, self.scope, "hook_scale", (s + LN_EPS).sqrt())
+            y = (x32 - u) / scale * self.g.float() + self.b.float()
         else:
             y = F.layer_norm(x32, x.shape[-1:], self.g.float(), self.b.float(), LN_EPS)  # biased variance
         return hook(hooks, self.scope, "hook_normalized", y.to(x.dtype))
