@@ -100,3 +100,32 @@ def test_untrained_model_has_no_induction_heads(tmp_path):
     print(m["first"], m["second"], np.round(m["scores"]["induction"], 3))
     assert m["second"] > np.log(VOCAB) - 0.2
     assert m["scores"]["induction"].max() < 0.2
+
+
+def test_train_n_vocab(tmp_path, vocab_dir):
+    """gpt2_train --n_vocab: a toy vocabulary from scratch; ids outside it, a vocabulary larger than
+    GPT-2's, or samples without <|endoftext|> are one-line errors that leave no run folder."""
+    need("torch")
+    from gpt2_common import cli
+    from gpt2_common.hparams import load_hparams
+    from gpt2_common.interp.data import write_token_file
+    from scripts.train import train
+
+    data = tmp_path / "repeat.bin"
+    write_token_file(str(data), repeated_random_tokens(50, 8, 64, seed=1, copies=4))
+    ckpt = tmp_path / "checkpoint"
+    base = dict(dataset=str(data), vocab_dir=str(vocab_dir), checkpoint_dir=str(ckpt), n_layer=1, n_embd=16,
+                n_head=2, n_ctx=16, n_vocab=64, steps=2, batch_size=2, sample_every=0, val_every=0, progress=False)
+    cases = {
+        "ids outside the vocabulary": (dict(n_vocab=32), "token id 63 is outside the model's vocabulary of 32"),
+        "larger than GPT-2's": (dict(n_vocab=60000), "--n_vocab 60000 is larger"),
+        "samples": (dict(sample_every=1), "--sample_every 0"),
+    }
+    for name, (change, message) in cases.items():
+        with pytest.raises(cli.user_errors()) as info:
+            train(**{**base, **change, "run_name": "bad"})
+        print(f"{name}: error: {info.value}")
+        assert message in str(info.value) and len(str(info.value).splitlines()) == 1, name
+        assert not (ckpt / "bad").exists()
+    train(**{**base, "run_name": "ok"})
+    assert load_hparams(str(ckpt / "ok")).n_vocab == 64
