@@ -53,7 +53,7 @@ def measure(model, tokens):
     _, cache = model.run_with_cache(tokens, names=[heads.pattern_name(l) for l in range(model.hparams.n_layer)])
     scores = heads.scores_from_patterns(np.stack([cache[heads.pattern_name(l)] for l in range(2)]), N)
     ind = scores["induction"]
-    top = [h for h, s in heads.top_heads(ind, ind.size) if s >= 0.5 * ind.max()]
+    top = heads.induction_heads(ind)  # those with at least half the best score
     ablated = heads.repeated_losses(model, tokens, N, hooks=iv.ablate_heads(model, top))
     return dict(first=first, second=second, scores=scores, top=top, ablated=ablated)
 

@@ -23,11 +23,12 @@ Each score is a mean attention weight, in 0..1, one per head: an ``[n_layer, n_h
     s.induction                      # float64 [n_layer, n_head]
     heads.top_heads(s.induction, 3)  # [((layer, head), score), ...], best first
     heads.repeated_losses(model, s.tokens, 16)  # (first copy's loss, second copy's loss)
+    print(heads.induction_report(model, length=16, vocab=64).text())  # + each head zero-ablated
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
