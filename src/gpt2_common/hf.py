@@ -31,8 +31,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .constants import EOT_TOKEN, HF_CONFIG_FILE, HF_VOCAB_FILES, HF_WEIGHT_FILES, VOCAB_FILES
-from .hparams import HParams, HParamsError, validate
-from .weights import Weights, expected_shapes
+from .shapes import HParams, HParamsError, Weights, expected_shapes, validate
 
 PREFIX = "transformer."
 """The prefix ``GPT2LMHeadModel`` gives the body's tensors (``GPT2Model`` saves them without)."""
