@@ -215,14 +215,17 @@ class Encoder:
     def decode(self, tokens: Iterable[int]) -> str:
         """Text of token ids; bytes that do not form complete UTF-8 characters (a token sequence
         cut inside a character) become U+FFFD (with the default ``errors="replace"``)."""
+        return self.decode_bytes(tokens).decode("utf-8", errors=self.errors)
+
+    def decode_bytes(self, tokens: Iterable[int]) -> bytes:
+        """The bytes of token ids (a token may hold part of a UTF-8 character)."""
         table = self._bytes
         if not isinstance(tokens, (list, tuple)):
             tokens = list(tokens)  # may be read twice below
         try:
-            data = b"".join([table[t] for t in tokens])
+            return b"".join([table[t] for t in tokens])
         except (KeyError, TypeError):  # numpy/torch scalars, bad ids: check one by one
-            data = b"".join([table[self._check_id(t)] for t in tokens])
-        return data.decode("utf-8", errors=self.errors)
+            return b"".join([table[self._check_id(t)] for t in tokens])
 
     def _check_id(self, token: object) -> int:
         """``token`` as a valid id, or :class:`EncoderError` naming it."""
