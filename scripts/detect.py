@@ -103,6 +103,8 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
             source = research.source_name(paths["test"][1])
         source = str(source)
         data = {s: tuple(research.read_jsonl(p, limit) for p in paths[s]) for s in splits}
+        for s in splits:  # before any model loads
+            research.require_both_classes(s, research.labelled(*data[s])[1])
         if method == "tfidf":
             result = research.tfidf_baseline(data["train"], data["valid"], data["test"], source=source)
         else:

@@ -23,7 +23,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .constants import EOT_TOKEN, GLTR_BUCKETS
-from .research import TFIDF_C_GRID, ResearchError, ScoreResult, labelled, score_documents
+from .research import (TFIDF_C_GRID, ResearchError, ScoreResult, labelled, require_both_classes,
+                       score_documents)
 
 BUCKET_NAMES = tuple(f"top {b}" for b in GLTR_BUCKETS) + (f"beyond {GLTR_BUCKETS[-1]}",)
 #: Background colour per bucket (GLTR's green, yellow, red, purple).
@@ -273,11 +274,8 @@ def gltr_detection(model: Any, train: Tuple[Sequence[str], Sequence[str]],
         return x[ok], labels[ok]
 
     (tx, ty), (vx, vy), (sx, sy) = features(train), features(valid), features(test)
-    for name, labels in (("train", ty), ("valid", vy)):
-        if len(set(labels.tolist())) < 2:
-            raise ResearchError(f"the {name} split needs both real and generated documents")
-    if not len(sy):
-        raise ResearchError("the test split has no documents to score")
+    for name, labels in (("train", ty), ("valid", vy), ("test", sy)):  # no-token documents left out
+        require_both_classes(name, labels)
     best: Tuple[float, Any, float] = (-1.0, None, 0.0)
     for C in c_grid:
         clf = LogisticRegression(C=C, solver="liblinear").fit(tx, ty)
