@@ -24,7 +24,7 @@ import numpy as np
 
 from .constants import EOT_TOKEN, GLTR_BUCKETS
 from .research import (TFIDF_C_GRID, ResearchError, ScoreResult, labelled, require_both_classes,
-                       score_documents)
+                       require_sklearn, score_documents)
 
 BUCKET_NAMES = tuple(f"top {b}" for b in GLTR_BUCKETS) + (f"beyond {GLTR_BUCKETS[-1]}",)
 #: Background colour per bucket (GLTR's green, yellow, red, purple).
@@ -91,15 +91,21 @@ def write_html(path: str, result: ScoreResult, encoder: Any, title: str = "", ma
     _write_atomic(path, write)
 
 
-def plot_histogram(path: str, counts: Sequence[int], title: str = "") -> None:
-    """The bucket histogram as a PNG at ``path`` (matplotlib with the Agg backend), atomically."""
+def require_matplotlib() -> None:
+    """:class:`ResearchError` unless matplotlib imports (``--plot`` asks before any work)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise ResearchError("--plot needs matplotlib: pip install matplotlib") from None
+
+
+def plot_histogram(path: str, counts: Sequence[int], title: str = "") -> None:
+    """The bucket histogram as a PNG at ``path`` (matplotlib with the Agg backend), atomically."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     counts = [int(c) for c in counts]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
     bars = ax.bar(BUCKET_NAMES, counts, color=COLOURS, edgecolor="#555555")
@@ -262,10 +268,8 @@ def gltr_detection(model: Any, train: Tuple[Sequence[str], Sequence[str]],
     Returns ``{"source", "method": "gltr", "n_train", "n_valid", "n_test", "max_tokens", "C",
     "valid_accuracy", "test_accuracy"}`` (accuracies in percent).
     """
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise ResearchError("the gltr detector needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+    require_sklearn("the gltr detector")
+    from sklearn.linear_model import LogisticRegression
 
     def features(split: Tuple[Sequence[str], Sequence[str]]) -> Tuple[np.ndarray, np.ndarray]:
         texts, labels = labelled(*split)

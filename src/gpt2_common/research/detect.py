@@ -109,12 +109,20 @@ def logprob_detection(model: Any, real_valid: Sequence[str], fake_valid: Sequenc
 
 # The TF-IDF + logistic regression baseline (scikit-learn, the `detect` extra)
 
-def _sklearn() -> Tuple[Any, Any]:
+def require_sklearn(what: str) -> None:
+    """:class:`ResearchError` unless scikit-learn imports (``what`` needs it); the CLI asks before
+    it reads data or loads a model."""
     try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
+        import sklearn.linear_model  # noqa: F401
     except ImportError:
-        raise ResearchError("the tfidf baseline needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+        raise ResearchError(f"{what} needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+
+
+def _sklearn() -> Tuple[Any, Any]:
+    require_sklearn("the tfidf baseline")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
     return TfidfVectorizer, LogisticRegression
 
 
