@@ -25,7 +25,7 @@ from gpt2_common.interface import pad_left
 
 TOL = 1e-5  # relative (max|ours - ref| / max|ref|) per activation; measured <= ~1e-6 (see report)
 GRAD_TOL = 1e-4  # relative, activation gradients
-LENGTHS = {"tiny": (12, 7, 1), "mid": (24, 13, 5), "124M": (64, 40, 9)}  # rows' real lengths
+LENGTHS = {"tiny": (12, 7, 1), "mid": (24, 13, 5), "124M": (32, 20, 5)}  # rows' real lengths
 SHAPES = ["tiny", "mid", pytest.param("124M", marks=pytest.mark.slow)]
 BACKENDS = ["tf", "torch"]
 _HEAD_MAJOR = ("hook_attn_scores", "hook_pattern")  # [B, H, T, S]; everything else [B, T, ...]
@@ -182,13 +182,27 @@ def folders(make_model_dir, tmp_path_factory):
 
     def get(shape):
         if shape not in made:
-            orig = make_model_dir(shape, seed=21, vocab=True)
+            orig = make_model_dir(shape)  # the parity suite's random weights
             hf_dir = tmp_path_factory.mktemp(f"hf-{shape}") / "hf"
             convert_model(orig, hf_dir)
             made[shape] = (orig, hf_dir)
         return made[shape]
 
     return get
+
+
+def gpt2_tokenizer(vocab_dir):
+    """GPT-2's fast tokenizer built from the real ``encoder.json``/``vocab.bpe`` (the bridge wants
+    one; the model folders here carry no vocabulary)."""
+    transformers = need("transformers")
+    import inspect
+
+    files = (str(vocab_dir / "encoder.json"), str(vocab_dir / "vocab.bpe"))
+    new = "vocab" in inspect.signature(transformers.GPT2TokenizerFast.__init__).parameters  # transformers 5
+    tok = transformers.GPT2TokenizerFast(**dict(zip(("vocab", "merges") if new else ("vocab_file", "merges_file"),
+                                                    files)))
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    return tok
 
 
 def hf_model(hf_dir):
@@ -224,25 +238,25 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def references(folders):
+def references(folders, vocab_dir):
     """(shape, padded) -> (tokens, mask, HF reference, (TL logits, TL reference, TL pre-affine), HF
     model): each outside reference computed once and shared by both backends."""
     from gpt2_common.hooks import hook_names
 
-    done = {}
+    booted, done = {}, {}
 
     def get(shape, padded):
-        if (shape, padded) not in done:
-            transformers = need("transformers")
+        if shape not in booted:
             need("transformer_lens")
             from transformer_lens.model_bridge import TransformerBridge
 
             _, hf_dir = folders(shape)
-            hf = hf_model(hf_dir)
             with offline():
-                tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
                 bridge = TransformerBridge.boot_transformers(str(hf_dir), hf_model=hf_model(hf_dir),
-                                                             tokenizer=tok, device="cpu")
+                                                             tokenizer=gpt2_tokenizer(vocab_dir), device="cpu")
+            booted[shape] = hf_model(hf_dir), bridge  # the bridge gets its own copy of the model
+        if (shape, padded) not in done:
+            hf, bridge = booted[shape]
             tokens, mask = inputs(shape, padded, hf.config.vocab_size)
             tl = tl_reference(bridge, tokens, mask, hook_names(hf.config.n_layer))
             done[shape, padded] = tokens, mask, hf_reference(hf, tokens, mask), tl, hf
