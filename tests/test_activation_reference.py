@@ -191,16 +191,18 @@ def folders(make_model_dir, tmp_path_factory):
     return get
 
 
-def gpt2_tokenizer(vocab_dir):
-    """GPT-2's fast tokenizer built from the real ``encoder.json``/``vocab.bpe`` (the bridge wants
-    one; the model folders here carry no vocabulary)."""
+def gpt2_tokenizer(vocab_dir, hf_dir):
+    """GPT-2's tokenizer, from the real ``encoder.json``/``vocab.bpe``, saved into ``hf_dir`` (its
+    ``tokenizer.json``) and loaded from there: the bridge wants one it can reload by path."""
     transformers = need("transformers")
     import inspect
 
     files = (str(vocab_dir / "encoder.json"), str(vocab_dir / "vocab.bpe"))
     new = "vocab" in inspect.signature(transformers.GPT2TokenizerFast.__init__).parameters  # transformers 5
-    tok = transformers.GPT2TokenizerFast(**dict(zip(("vocab", "merges") if new else ("vocab_file", "merges_file"),
-                                                    files)))
+    transformers.GPT2TokenizerFast(**dict(zip(("vocab", "merges") if new else ("vocab_file", "merges_file"),
+                                              files))).save_pretrained(str(hf_dir))
+    with offline():
+        tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
     assert tok("Hello world")["input_ids"] == [15496, 995]
     return tok
 
@@ -251,9 +253,10 @@ def references(folders, vocab_dir):
             from transformer_lens.model_bridge import TransformerBridge
 
             _, hf_dir = folders(shape)
+            tok = gpt2_tokenizer(vocab_dir, hf_dir)
             with offline():
                 bridge = TransformerBridge.boot_transformers(str(hf_dir), hf_model=hf_model(hf_dir),
-                                                             tokenizer=gpt2_tokenizer(vocab_dir), device="cpu")
+                                                             tokenizer=tok, device="cpu")
             booted[shape] = hf_model(hf_dir), bridge  # the bridge gets its own copy of the model
         if (shape, padded) not in done:
             hf, bridge = booted[shape]
