@@ -15,7 +15,6 @@ Tiny and mid random models; the 124M shape is ``slow``. Compared at real (unpadd
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 import pytest
