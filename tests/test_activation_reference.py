@@ -95,10 +95,20 @@ def hf_reference(hf, tokens: np.ndarray, mask: np.ndarray) -> dict:
     return ref
 
 
-def hf_gradients(hf, tokens: np.ndarray) -> tuple:
-    """``(loss, {name: gradient})`` by autograd through Hugging Face: the mean next-token
-    cross-entropy of ``tokens`` (logits at 0..T-2 against tokens 1..T-1), differentiated with
-    respect to every ``hook_resid_pre`` and ``hook_resid_post``."""
+def hf_loss(logits, ids, mask):
+    """The mean next-token cross-entropy over the positions whose token and next token are real
+    (torch tensors; the logits at t predict token t + 1)."""
+    torch = need("torch")
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                           reduction="none").reshape(ids.shape[0], -1)
+    valid = (mask[:, :-1] * mask[:, 1:]).to(ce.dtype)
+    return (ce * valid).sum() / valid.sum()
+
+
+def hf_gradients(hf, tokens: np.ndarray, mask: np.ndarray, metric=hf_loss) -> tuple:
+    """``(value, {name: gradient})`` by autograd through Hugging Face: ``metric(logits, ids, mask)``
+    differentiated with respect to every ``hook_resid_pre`` (``hidden_states``) and
+    ``hook_resid_post`` (each block's output), with ``retain_grad``."""
     torch = need("torch")
     L = hf.config.n_layer
     outs = {}
@@ -112,13 +122,12 @@ def hf_gradients(hf, tokens: np.ndarray) -> tuple:
 
     handles = [hf.transformer.h[l].register_forward_hook(keep(l)) for l in range(L)]
     try:
-        ids = torch.from_numpy(tokens.astype(np.int64))
-        out = hf(input_ids=ids, output_hidden_states=True)
+        inp = torch_inputs(tokens, mask)
+        out = hf(**inp, output_hidden_states=True)
         for h in out.hidden_states[:L]:
             h.retain_grad()
-        logits = out.logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-        loss.backward()
+        value = metric(out.logits, inp["input_ids"], inp["attention_mask"])
+        value.backward()
     finally:
         for h in handles:
             h.remove()
@@ -127,7 +136,7 @@ def hf_gradients(hf, tokens: np.ndarray) -> tuple:
         grads[f"blocks.{l}.hook_resid_pre"] = out.hidden_states[l].grad.numpy()
         grads[f"blocks.{l}.hook_resid_post"] = outs[l].grad.numpy()
     hf.zero_grad(set_to_none=True)
-    return loss.item(), grads
+    return value.item(), grads
 
 
 def tl_name(name: str) -> str:
@@ -308,16 +317,18 @@ def test_every_named_activation_equals_transformer_lens(folders, references, mod
         compare(label + " (its hook_normalized * g + b)", name, cache[name], x * g + b, mask)
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_activation_gradients_equal_hugging_face_autograd(folders, references, models, shape, backend):
+def test_activation_gradients_equal_hugging_face_autograd(folders, references, models, shape, backend, padded):
     """activation_gradients(tokens, resid_pre/resid_post of every layer, "loss") equals autograd
     through GPT2LMHeadModel (retain_grad on its hidden states and block outputs)."""
-    tokens, mask, _, _, hf = references(shape, False)
-    loss, want = hf_gradients(hf, tokens)
+    tokens, mask, _, _, hf = references(shape, padded)
+    loss, want = hf_gradients(hf, tokens, mask)
     model = models(backend, folders(shape)[0])
-    value, grads = model.activation_gradients(tokens, list(want), metric="loss")
-    label = f"[{shape}/{backend}] activation gradients vs HF autograd"
+    value, grads = model.activation_gradients(tokens, list(want), metric="loss",
+                                              attention_mask=mask if padded else None)
+    label = f"[{shape}/{backend}/{'padded' if padded else 'unpadded'}] activation gradients vs HF autograd"
     print(f"{label} loss: ours {float(value):.7f}, HF {loss:.7f}")
     assert abs(float(value) - loss) <= 1e-5 * abs(loss)
     assert sorted(grads) == sorted(want)
