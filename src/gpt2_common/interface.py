@@ -3,6 +3,8 @@
     model = load_model("torch", "models/124M")          # or "tf"
     model.logits(tokens)                                  # np.float32 [B, T, n_vocab]
     model.generate(context, length=20, top_k=40, seed=1)  # np.int64 [B, <=length] new token ids
+    logits, cache = model.run_with_cache(tokens)          # + every named activation (gpt2_common.hooks)
+    model.run_with_hooks(tokens, hooks={name: fn})        # fn(array, name) -> edited array or None
 
 Each backend supplies two compiled steps, ``prefill(tokens, mask) -> (last_logits, past)`` and
 ``decode(tokens, past, mask) -> (last_logits, past)``; :func:`decode_loop` drives them the same way
@@ -12,6 +14,8 @@ in the arithmetic of their forward pass.
 from __future__ import annotations
 
 import abc
+import difflib
+import functools
 import inspect
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -19,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .constants import BACKENDS, DTYPES, EOT_TOKEN
+from .hooks import Names, NumpyHook, merge_hooks, numpy_hooks, select_names
 from .hparams import HParams
 from .registry import backend_class
 from .sampling import Sampler, SamplingError, Seed, validate_args
@@ -126,15 +131,32 @@ class GPT2Model(abc.ABC):
             self._encoder = load_encoder(self.model_dir)
         return self._encoder
 
-    # ---- backend hooks: numpy in, numpy (and an opaque cache) out ----
+    # ---- backend hooks: numpy in, numpy (and an opaque cache) out; ``hooks``: the model file's
+    # hooks (name -> tensor function; see gpt2_common.hooks), built by :meth:`_model_hooks` ----
     @abc.abstractmethod
-    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray: ...
+    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray], hooks=None) -> np.ndarray: ...
 
     @abc.abstractmethod
-    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Any]: ...
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Any]: ...
 
     @abc.abstractmethod
-    def _decode(self, tokens: np.ndarray, past: Any, mask: np.ndarray) -> Tuple[np.ndarray, Any]: ...
+    def _decode(self, tokens: np.ndarray, past: Any, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Any]: ...
+
+    @abc.abstractmethod
+    def _to_numpy(self, x: Any) -> np.ndarray:
+        """A framework tensor as a float32 numpy array."""
+
+    @abc.abstractmethod
+    def _from_numpy(self, a: np.ndarray, like: Any) -> Any:
+        """A numpy array as a tensor of ``like``'s dtype and device."""
+
+    @abc.abstractmethod
+    def _weight_tensors(self) -> Dict[str, Any]:
+        """The model's parameters / variables by checkpoint name."""
+
+    @abc.abstractmethod
+    def _activation_gradients(self, tokens: np.ndarray, mask: Optional[np.ndarray], names: List[str],
+                              metric: Any) -> Tuple[float, Dict[str, np.ndarray]]: ...
 
     # ---- the public contract ----
     def check_tokens(self, tokens: np.ndarray, what: str = "tokens") -> None:
@@ -147,6 +169,73 @@ class GPT2Model(abc.ABC):
         """Logits ``np.float32 [B, T, n_vocab]`` for int tokens ``[B, T]`` (no cache).
 
         ``attention_mask`` ``[B, T]`` marks real tokens (1) and left padding (0)."""
+        return self._logits(*self._forward_input(tokens, attention_mask))
+
+    # ---- inside the model: named activations (gpt2_common.hooks) ----
+    def _model_hooks(self, hooks: Optional[Dict[str, Union[NumpyHook, Sequence[NumpyHook]]]]):
+        """The model file's hooks for numpy ``hooks`` (None for none: the plain forward)."""
+        if hooks is None:
+            return None
+        return numpy_hooks(hooks, self.hparams.n_layer, self._to_numpy, self._from_numpy) or None
+
+    def run_with_hooks(self, tokens: Union[np.ndarray, Sequence[Sequence[int]]],
+                       hooks: Dict[str, Union[NumpyHook, Sequence[NumpyHook]]],
+                       attention_mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """Logits ``np.float32 [B, T, n_vocab]`` of a forward in which ``hooks`` read or edit named
+        activations: ``{name: fn}`` with ``fn(array, name)`` returning an edited array (same shape,
+        a float dtype) or None to keep it; a list of functions runs in order. Names and shapes:
+        :mod:`gpt2_common.hooks`. The same hook function runs unchanged on either backend."""
+        tokens, mask = self._forward_input(tokens, attention_mask)
+        return self._logits(tokens, mask, self._model_hooks(hooks))
+
+    def run_with_cache(self, tokens: Union[np.ndarray, Sequence[Sequence[int]]], names: Names = None,
+                       attention_mask: Optional[np.ndarray] = None,
+                       hooks: Optional[Dict[str, Union[NumpyHook, Sequence[NumpyHook]]]] = None
+                       ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+        """``(logits, cache)``: the logits and a dict of named activations (float32 numpy arrays).
+
+        ``names``: None for every name, a name or list of names, or a filter ``fn(name) -> bool``.
+        With ``hooks`` (as :meth:`run_with_hooks`) the cache holds the activations after they ran.
+        Caching an attention pattern or LayerNorm scale makes that layer compute it explicitly
+        (results equal the fused kernels' to float rounding)."""
+        tokens, mask = self._forward_input(tokens, attention_mask)
+        cache: Dict[str, np.ndarray] = {}
+
+        def keep(arr: np.ndarray, name: str) -> None:
+            cache[name] = arr
+
+        recorders = {n: [keep] for n in select_names(names, self.hparams.n_layer)}
+        logits = self._logits(tokens, mask, self._model_hooks(merge_hooks(hooks or {}, recorders)))
+        return logits, {n: cache[n] for n in recorders if n in cache}
+
+    def activation_gradients(self, tokens: Union[np.ndarray, Sequence[Sequence[int]]], names: Names,
+                             metric: Any = "loss", attention_mask: Optional[np.ndarray] = None
+                             ) -> Tuple[float, Dict[str, np.ndarray]]:
+        """``(value, {name: d value / d activation})`` for a scalar ``metric`` of the logits
+        (the base of attribution patching). ``metric``: ``"loss"`` (mean next-token cross-entropy
+        over the real positions, as :meth:`loss`), or a :class:`gpt2_common.interp.metrics.Metric`
+        factory such as ``logit_diff(position, good, bad)``. Gradients are float32, shaped as the
+        activations; the weights are not changed."""
+        from .interp.metrics import resolve_metric
+
+        tokens, mask = self._forward_input(tokens, attention_mask)
+        wanted = select_names(names, self.hparams.n_layer)
+        return self._activation_gradients(tokens, mask, wanted, resolve_metric(metric, tokens, mask, self.hparams.n_vocab))
+
+    def weights(self, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """The model's weights as float32 numpy arrays keyed and shaped as in the checkpoint
+        (``model/wte`` ``[V, E]``, ``model/h0/attn/c_attn/w`` ``[1, E, 3E]``, ...): all, or ``names``."""
+        from .weights import expected_shapes
+
+        shapes, tensors = expected_shapes(self.hparams), self._weight_tensors()
+        for n in names or ():
+            if n not in tensors:
+                close = difflib.get_close_matches(n, list(tensors), n=1)
+                raise ModelError(f"no weight {n!r}" + (f"; did you mean {close[0]}?" if close else ""))
+        return {n: self._to_numpy(tensors[n]).reshape(shapes[n]) for n in (names or sorted(tensors))}
+
+    def _forward_input(self, tokens: Any, attention_mask: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Checked int32 tokens ``[B, T]`` and mask (or None) for a forward without a cache."""
         tokens = np.asarray(tokens)
         if tokens.ndim != 2 or tokens.shape[1] == 0 or not np.issubdtype(tokens.dtype, np.integer):
             raise ModelError(f"tokens must be a non-empty integer array [B, T], got shape {tokens.shape}")
@@ -157,7 +246,7 @@ class GPT2Model(abc.ABC):
             attention_mask = np.asarray(attention_mask, dtype=np.int32)
             if attention_mask.shape != tokens.shape:
                 raise ModelError(f"attention_mask shape {attention_mask.shape} != tokens shape {tokens.shape}")
-        return self._logits(tokens.astype(np.int32), attention_mask)
+        return tokens.astype(np.int32), attention_mask
 
     # ---- training contract (backends implement _loss and _gradients; see gpt2_common.train) ----
     def _training_tokens(self, tokens: Any) -> np.ndarray:
@@ -189,8 +278,8 @@ class GPT2Model(abc.ABC):
     def generate(self, context: Context, length: int, *, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: Seed = None, batch_size: int = 1,
                  top_p_mode: str = "original", stop_at_endoftext: bool = False,
-                 sliding_window: bool = False, callback: Optional[Callable[[int, np.ndarray], Any]] = None
-                 ) -> np.ndarray:
+                 sliding_window: bool = False, callback: Optional[Callable[[int, np.ndarray], Any]] = None,
+                 hooks: Optional[Dict[str, Union[NumpyHook, Sequence[NumpyHook]]]] = None) -> np.ndarray:
         """Sample ``length`` new tokens; returns ``np.int64 [B, n]`` (``n < length`` only when every
         row stopped at ``<|endoftext|>``).
 
@@ -198,7 +287,9 @@ class GPT2Model(abc.ABC):
         lengths (one row each; left-padded), or ``None``/``[]`` for unconditional samples (starts
         from ``<|endoftext|>`` as the original did). ``temperature=0`` is greedy. ``seed`` is an int
         or one int per row (see :mod:`gpt2_common.sampling`). A prompt plus ``length`` over
-        ``n_ctx`` is an error unless ``sliding_window``.
+        ``n_ctx`` is an error unless ``sliding_window``. ``hooks`` (as :meth:`run_with_hooks`) run in
+        the prompt's forward and in every decoding step (there an activation covers the step's one
+        position per row: ``T = 1``), e.g. a steering vector added to the residual stream.
         """
         contexts = self._contexts(context, batch_size)
         validate_args(length, temperature, top_k, top_p, len(contexts), top_p_mode)
@@ -215,7 +306,12 @@ class GPT2Model(abc.ABC):
         stop = EOT_TOKEN if stop_at_endoftext else None
         if stop is not None and stop >= self.hparams.n_vocab:
             stop = self.hparams.n_vocab - 1
-        return decode_loop(self._prefill, self._decode, tokens, mask, length, sampler,
+        model_hooks = self._model_hooks(hooks)
+        prefill, decode = self._prefill, self._decode
+        if model_hooks is not None:
+            prefill = functools.partial(self._prefill, hooks=model_hooks)
+            decode = functools.partial(self._decode, hooks=model_hooks)
+        return decode_loop(prefill, decode, tokens, mask, length, sampler,
                            self.hparams.n_ctx, stop, sliding_window, callback)
 
     def _contexts(self, context: Context, batch_size: int) -> List[List[int]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from types import SimpleNamespace
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -70,7 +70,7 @@ def _conv(x, w, b):
 
 _xla_conv = tf.function(_conv, jit_compile=True)
 _xla_mlp = tf.function(lambda x, w1, b1, w2, b2: MLP.__call__(
-    SimpleNamespace(c_fc=lambda y: _conv(y, w1, b1), c_proj=lambda y: _conv(y, w2, b2)), x), jit_compile=True)
+    SimpleNamespace(scope="", c_fc=lambda y: _conv(y, w1, b1), c_proj=lambda y: _conv(y, w2, b2)), x), jit_compile=True)
 _xla_head = tf.function(lambda h, wte: GPT2.lm_head(SimpleNamespace(hparams=SimpleNamespace(n_embd=h.shape[-1])), h, wte),
                         jit_compile=True)
 
@@ -97,8 +97,8 @@ class XLADense(tf.Module):
         super().__init__(name=None)
         self.inner, self._fn, self._weights, self._switch = inner, fn, weights, switch
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return self._fn(x, *self._weights()) if self._switch.on else self.inner(x)
+    def __call__(self, x: tf.Tensor, *args) -> tf.Tensor:  # args: the module's own (hooks)
+        return self._fn(x, *self._weights()) if self._switch.on else self.inner(x, *args)
 
 
 def use_xla(model: GPT2) -> Switch:
@@ -154,38 +154,85 @@ class TFGPT2(GPT2Model):
         tokens = tf.TensorSpec([None, None], tf.int32)
         kv = tf.TensorSpec([None, hp.n_head, None, hp.head_dim], DTYPES[dtype])
         past = [(kv, kv)] * hp.n_layer  # the decoding cache: per layer (keys, values)
+        # traced steps for plain forwards; a hooked forward runs the same step functions eagerly
+        # (hooks are Python functions of numpy arrays: no graph to trace them into)
         self._full = tf.function(self._full_fn, input_signature=[tokens, tokens])
         self._prefill_fn = tf.function(self._prefill_step, input_signature=[tokens, tokens])
         self._decode_fn = tf.function(self._decode_step, input_signature=[tokens, past, tokens])
 
-    def _full_fn(self, X, mask):
-        return self.model(X, attention_mask=mask)["logits"]
+    def _full_fn(self, X, mask, hooks=None):
+        return self.model(X, attention_mask=mask, hooks=hooks)["logits"]
 
-    def _prefill_step(self, X, mask):
+    def _prefill_step(self, X, mask, hooks=None):
         hp = self.hparams  # start from an empty cache: the prompt's keys/values come back per layer
         empty = tf.zeros([tf.shape(X)[0], hp.n_head, 0, hp.head_dim], self.model.wte.dtype)
-        out = self.model(X, past=[(empty, empty)] * hp.n_layer, attention_mask=mask, last_only=True, past_length=0)
+        out = self.model(X, past=[(empty, empty)] * hp.n_layer, attention_mask=mask, last_only=True, past_length=0,
+                         hooks=hooks)
         return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
 
-    def _decode_step(self, X, past, mask):
-        with self._xla_switch:  # (traced once: the XLA functions compile once per batch size)
-            out = self.model(X, past=past, attention_mask=mask, last_only=True, past_length=tf.shape(past[0][0])[-2])
+    def _decode_step(self, X, past, mask, hooks=None):
+        # (traced once: the XLA functions compile once per batch size; hooked steps use the modules)
+        with self._xla_switch if hooks is None else Switch():
+            out = self.model(X, past=past, attention_mask=mask, last_only=True, past_length=tf.shape(past[0][0])[-2],
+                             hooks=hooks)
         return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
 
-    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray], hooks=None) -> np.ndarray:
         mask = np.ones_like(tokens) if mask is None else mask
         with tf.device(self.device):
-            return tf.cast(self._full(tokens, mask), tf.float32).numpy()
+            logits = self._full(tokens, mask) if hooks is None else self._full_fn(tf.constant(tokens), tf.constant(mask), hooks)
+            return tf.cast(logits, tf.float32).numpy()
 
-    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Cache]:
         with tf.device(self.device):
-            logits, past = self._prefill_fn(tokens, mask)
+            if hooks is None:
+                logits, past = self._prefill_fn(tokens, mask)
+            else:
+                logits, past = self._prefill_step(tf.constant(tokens), tf.constant(mask), hooks)
         return logits.numpy(), past
 
-    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Cache]:
         with tf.device(self.device):
-            logits, past = self._decode_fn(tokens, past, mask)
+            if hooks is None:
+                logits, past = self._decode_fn(tokens, past, mask)
+            else:
+                logits, past = self._decode_step(tf.constant(tokens), past, tf.constant(mask), hooks)
         return logits.numpy(), past
+
+    # ---- named activations (gpt2_common.hooks) ----
+    def _to_numpy(self, x: tf.Tensor) -> np.ndarray:
+        return tf.cast(x, tf.float32).numpy()
+
+    def _from_numpy(self, a: np.ndarray, like: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.constant(a), like.dtype)
+
+    def _weight_tensors(self) -> Dict[str, tf.Variable]:
+        from .train import named_variables
+
+        return named_variables(self.model)
+
+    def _activation_gradients(self, tokens: np.ndarray, mask: Optional[np.ndarray], names: List[str],
+                              metric) -> Tuple[float, Dict[str, np.ndarray]]:
+        marked: Dict[str, tf.Tensor] = {}
+        mask = np.ones_like(tokens) if mask is None else mask
+
+        def mark(name: str):
+            def fn(x: tf.Tensor) -> tf.Tensor:
+                tape.watch(x)
+                marked[name] = x
+                return x
+            return fn
+
+        with tf.device(self.device), tf.GradientTape(watch_accessed_variables=False) as tape:
+            logits = tf.cast(self._full_fn(tf.constant(tokens), tf.constant(mask), {n: mark(n) for n in names}),
+                             tf.float32)  # [B, T, V]
+            index = np.stack([metric.rows, metric.positions, metric.tokens], axis=1)
+            value = tf.reduce_sum(tf.gather_nd(logits, index) * metric.coef)
+            if metric.lse is not None:
+                value = value + tf.reduce_sum(metric.lse * tf.reduce_logsumexp(logits, axis=-1))
+        grads = tape.gradient(value, [marked[n] for n in names])
+        return float(value), {n: (tf.zeros_like(marked[n]) if g is None else tf.cast(g, tf.float32)).numpy()
+                              for n, g in zip(names, grads)}
 
     # ---- training contract (gpt2_tf/train.py) ----
     def _loss(self, tokens: np.ndarray) -> float:

@@ -15,6 +15,9 @@ Two ways to pass the past (one forward signature):
   first P positions are filled; the step writes its keys/values at positions P..S-1 and
   ``present`` is the cache with S positions filled (TensorFlow cannot write a tensor in place:
   here the new cache is the old one's first P positions with this step's appended, C = S).
+Named activations (``hook_embed``, ``blocks.{l}.attn.hook_pattern``, ...; see ``gpt2_common.hooks``)
+pass through ``hook(hooks, scope, name, x)``: with ``hooks=None`` nothing is computed beyond the
+plain forward; a hooked LayerNorm scale is computed explicitly (its divide, not the rsqrt).
 Variables keep the checkpoint's names: ``model/h0/attn/c_attn/w``
 (1x1-conv weights are stored as ``[in, out]``, the checkpoint's ``[1, in, out]`` squeezed).
 """
@@ -26,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional,
 import numpy as np
 import tensorflow as tf
 
+from gpt2_common.hooks import ModelHooks, hook, wants
 from gpt2_common.hparams import HParams
 
 LayerCache = Tuple[tf.Tensor, tf.Tensor]  # one layer's decoding cache: (keys, values) [B, H, C, D]
@@ -61,17 +65,22 @@ def variables(dtype: tf.DType = tf.float32, weights: Optional[MutableMapping[str
 
 
 class LayerNorm(tf.Module):
-    def __init__(self, n: int, name: str, new: NewVariable):
+    def __init__(self, n: int, scope: str, name: str, new: NewVariable):
         super().__init__(name=None)
+        self.scope = scope  # hook names: f"{scope}.hook_scale", f"{scope}.hook_normalized"
         self.g = new(f"{name}/g", [n])
         self.b = new(f"{name}/b", [n])
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:  # statistics and affine in fp32, then x's dtype
-        x32 = tf.cast(x, tf.float32)
+    def __call__(self, x: tf.Tensor, hooks: Optional[ModelHooks] = None) -> tf.Tensor:
+        x32 = tf.cast(x, tf.float32)  # statistics and affine in fp32, then x's dtype
         u = tf.reduce_mean(x32, axis=-1, keepdims=True)
         s = tf.reduce_mean(tf.square(x32 - u), axis=-1, keepdims=True)  # biased variance
-        y = (x32 - u) * tf.math.rsqrt(s + LN_EPS) * tf.cast(self.g, tf.float32) + tf.cast(self.b, tf.float32)
-        return tf.cast(y, x.dtype)
+        if wants(hooks, self.scope, "hook_scale"):  # spelled out, with the scale [B, T, 1] named
+            scale = hook(hooks, self.scope, "hook_scale", tf.sqrt(s + LN_EPS))
+            y = (x32 - u) / scale * tf.cast(self.g, tf.float32) + tf.cast(self.b, tf.float32)
+        else:
+            y = (x32 - u) * tf.math.rsqrt(s + LN_EPS) * tf.cast(self.g, tf.float32) + tf.cast(self.b, tf.float32)
+        return hook(hooks, self.scope, "hook_normalized", tf.cast(y, x.dtype))
 
 
 def matmul(x: tf.Tensor, w: tf.Tensor, b: Optional[tf.Tensor] = None) -> tf.Tensor:
@@ -102,19 +111,21 @@ def write_cache(past: LayerCache, k: tf.Tensor, v: tf.Tensor, P) -> Tuple[tf.Ten
 
 
 class Attention(tf.Module):
-    def __init__(self, hp: HParams, name: str, new: NewVariable):
+    def __init__(self, hp: HParams, scope: str, name: str, new: NewVariable):
         super().__init__(name=None)
-        self.n_head = hp.n_head
+        self.scope, self.n_head = scope, hp.n_head
         self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", new)
         self.c_proj = Conv1D(hp.n_embd, hp.n_embd, f"{name}/c_proj", new)
 
-    def split_heads(self, x: tf.Tensor) -> tf.Tensor:  # [B, T, E] -> [B, H, T, D]
+    def split_heads(self, x: tf.Tensor) -> tf.Tensor:  # [B, T, E] -> [B, T, H, D]
         B, T, E = tf.unstack(tf.shape(x))
-        return tf.transpose(tf.reshape(x, [B, T, self.n_head, E // self.n_head]), [0, 2, 1, 3])
+        return tf.reshape(x, [B, T, self.n_head, E // self.n_head])
 
-    def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None):
+    def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None,
+                 hooks: Optional[ModelHooks] = None):
         q, k, v = tf.split(self.c_attn(x), 3, axis=2)  # 3 x [B, T, E]
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
+        q, k, v = (tf.transpose(hook(hooks, self.scope, f"hook_{n}", self.split_heads(t)), [0, 2, 1, 3])
+                   for n, t in zip("qkv", (q, k, v)))  # [B, T, H, D] named, [B, H, T, D] used
         if past_length is None:  # the original: present = this step's keys/values
             present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
             if past is not None:
@@ -123,37 +134,46 @@ class Attention(tf.Module):
         else:  # a decoding cache holding P = past_length positions
             k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
         # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
-        a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias)
-        a = tf.reshape(tf.transpose(tf.cast(a, x.dtype), [0, 2, 1, 3]), tf.shape(x))  # merge heads -> [B, T, E]
-        return self.c_proj(a), present
+        a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias, hooks, self.scope)
+        a = hook(hooks, self.scope, "hook_z", tf.transpose(tf.cast(a, x.dtype), [0, 2, 1, 3]))  # [B, T, H, D]
+        return self.c_proj(tf.reshape(a, tf.shape(x))), present  # merge heads -> [B, T, E]
 
 
-def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
+def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: Optional[tf.Tensor],
+              hooks: Optional[ModelHooks] = None, scope: str = "") -> tf.Tensor:
     """``softmax(q k^T / sqrt(D) + bias) v`` ``[B, H, T, D]``, spelled out."""
     w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
-    return tf.matmul(tf.nn.softmax(w + bias, axis=-1), v)
+    w = hook(hooks, scope, "hook_attn_scores", w + bias)
+    return tf.matmul(hook(hooks, scope, "hook_pattern", tf.nn.softmax(w, axis=-1)), v)
 
 
 class MLP(tf.Module):
-    def __init__(self, hp: HParams, name: str, new: NewVariable):
+    def __init__(self, hp: HParams, scope: str, name: str, new: NewVariable):
         super().__init__(name=None)
+        self.scope = scope
         self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", new)
         self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd, f"{name}/c_proj", new)
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return self.c_proj(tf.nn.gelu(self.c_fc(x), approximate=True))
+    def __call__(self, x: tf.Tensor, hooks: Optional[ModelHooks] = None) -> tf.Tensor:
+        h = hook(hooks, self.scope, "hook_pre", self.c_fc(x))  # [B, T, 4E]
+        return self.c_proj(hook(hooks, self.scope, "hook_post", tf.nn.gelu(h, approximate=True)))
 
 
 class Block(tf.Module):
-    def __init__(self, hp: HParams, name: str, new: NewVariable):
+    def __init__(self, hp: HParams, layer: int, new: NewVariable):
         super().__init__(name=None)
-        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{name}/ln_1", new), Attention(hp, f"{name}/attn", new)
-        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{name}/ln_2", new), MLP(hp, f"{name}/mlp", new)
+        s, name = f"blocks.{layer}", f"model/h{layer}"  # hook scope, checkpoint scope
+        self.scope = s
+        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{s}.ln1", f"{name}/ln_1", new), Attention(hp, f"{s}.attn", f"{name}/attn", new)
+        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{s}.ln2", f"{name}/ln_2", new), MLP(hp, f"{s}.mlp", f"{name}/mlp", new)
 
-    def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None):
-        a, present = self.attn(self.ln_1(x), past, bias, past_length)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
+    def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None,
+                 hooks: Optional[ModelHooks] = None):
+        s = self.scope
+        x = hook(hooks, s, "hook_resid_pre", x)
+        a, present = self.attn(self.ln_1(x, hooks), past, bias, past_length, hooks)
+        x = hook(hooks, s, "hook_resid_mid", x + hook(hooks, s, "hook_attn_out", a))
+        x = hook(hooks, s, "hook_resid_post", x + hook(hooks, s, "hook_mlp_out", self.mlp(self.ln_2(x, hooks), hooks)))
         return x, present
 
 
@@ -187,30 +207,34 @@ class GPT2(tf.Module):
         self.hparams = hp
         self.wte = new("model/wte", [hp.n_vocab, hp.n_embd])
         self.wpe = new("model/wpe", [hp.n_ctx, hp.n_embd])
-        self.h = [Block(hp, f"model/h{i}", new) for i in range(hp.n_layer)]
-        self.ln_f = LayerNorm(hp.n_embd, "model/ln_f", new)
+        self.h = [Block(hp, i, new) for i in range(hp.n_layer)]
+        self.ln_f = LayerNorm(hp.n_embd, "ln_final", "model/ln_f", new)
 
     def __call__(self, X: tf.Tensor, past: Optional[Past] = None, attention_mask: Optional[tf.Tensor] = None,
-                 last_only: bool = False, past_length=None) -> Dict[str, Any]:
+                 last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
 
         With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
         ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
-        the cache with P+T positions filled."""
+        the cache with P+T positions filled. ``hooks`` (name -> function of the activation; see
+        ``gpt2_common.hooks``) read or replace named activations as the model runs."""
         B, T = tf.unstack(tf.shape(X))
         P = past_length if past_length is not None else 0 if past is None else tf.shape(past)[-2]
         bias = attention_bias(T, P, attention_mask)  # [B|1, 1, T, S] (no fused causal attention in TF)
         # Gather from dense reads: a gather on the variable itself (ResourceGather) switches it to
         # copy-on-read, after which every read of wte (the LM head) copies all of it (~100 ms at 124M).
         wte, wpe = self.wte.value(), self.wpe.value()
-        h = tf.gather(wte, X) + tf.gather(wpe, position_ids(T, P, attention_mask))  # [B, T, E]
+        pos = tf.gather(wpe, position_ids(T, P, attention_mask))  # [B|1, T, E]
+        if hooks is not None:
+            pos = hook(hooks, "", "hook_pos_embed", tf.broadcast_to(pos, [B, T, self.hparams.n_embd]))
+        h = hook(hooks, "", "hook_embed", tf.gather(wte, X)) + pos  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
             h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
-                               bias, past_length)
+                               bias, past_length, hooks)
             presents.append(present)
-        h = self.ln_f(h)  # [B, T, E]
+        h = self.ln_f(h, hooks)  # [B, T, E]
         if last_only:
             h = h[:, -1:]
         logits = tf.reshape(self.lm_head(h, wte), [B, -1, self.hparams.n_vocab])  # [B, T, V]

@@ -7,7 +7,7 @@ Mirrors ``gpt2_tf/backend.py``.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -68,20 +68,20 @@ class TorchGPT2(GPT2Model):
         return None if mask is None or mask.all() else self._tensor(mask)
 
     @torch.inference_mode()
-    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+    def _logits(self, tokens: np.ndarray, mask: Optional[np.ndarray], hooks=None) -> np.ndarray:
         m = self._mask(mask)
-        return self.model(self._tensor(tokens), attention_mask=m)["logits"].float().cpu().numpy()
+        return self.model(self._tensor(tokens), attention_mask=m, hooks=hooks)["logits"].float().cpu().numpy()
 
     @torch.inference_mode()
-    def _prefill(self, tokens: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+    def _prefill(self, tokens: np.ndarray, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Cache]:
         B, P = tokens.shape  # the prompt's keys/values go straight into a new cache buffer
         cache = new_cache(self.hparams, B, min(self.hparams.n_ctx, P + CACHE_STEP), self.model.wte)
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
-                         last_only=True, past_length=0)
+                         last_only=True, past_length=0, hooks=hooks)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P)
 
     @torch.inference_mode()
-    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray) -> Tuple[np.ndarray, Cache]:
+    def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Cache]:
         cache, P = past
         C = cache[0][0].shape[-2]
         if P + tokens.shape[1] > C:  # full: grow the buffers (rarely)
@@ -90,8 +90,41 @@ class TorchGPT2(GPT2Model):
                 gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
             cache = grown
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
-                         last_only=True, past_length=P)
+                         last_only=True, past_length=P, hooks=hooks)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
+
+    # ---- named activations (gpt2_common.hooks) ----
+    def _to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        return x.detach().float().cpu().numpy()
+
+    def _from_numpy(self, a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+
+    def _weight_tensors(self) -> Dict[str, torch.Tensor]:
+        from .train import named_parameters
+
+        return named_parameters(self.model)
+
+    def _activation_gradients(self, tokens: np.ndarray, mask: Optional[np.ndarray], names: List[str],
+                              metric) -> Tuple[float, Dict[str, np.ndarray]]:
+        marked: Dict[str, torch.Tensor] = {}
+
+        def mark(name: str):
+            def fn(x: torch.Tensor) -> torch.Tensor:  # a leaf unless x already depends on one
+                marked[name] = x if x.requires_grad else x.detach().requires_grad_(True)
+                return marked[name]
+            return fn
+
+        with torch.enable_grad():
+            logits = self.model(self._tensor(tokens), attention_mask=self._mask(mask),
+                                hooks={n: mark(n) for n in names})["logits"].float()  # [B, T, V]
+            t = {k: torch.from_numpy(getattr(metric, k)).to(self._dev) for k in ("rows", "positions", "tokens", "coef")}
+            value = (logits[t["rows"], t["positions"], t["tokens"]] * t["coef"]).sum()
+            if metric.lse is not None:
+                value = value + (torch.from_numpy(metric.lse).to(self._dev) * torch.logsumexp(logits, -1)).sum()
+            grads = torch.autograd.grad(value, [marked[n] for n in names], allow_unused=True)
+        return float(value.detach()), {n: (torch.zeros_like(marked[n]) if g is None else g).float().cpu().numpy()
+                              for n, g in zip(names, grads)}
 
     # ---- training contract (gpt2_torch/train.py) ----
     def _loss(self, tokens: np.ndarray) -> float:

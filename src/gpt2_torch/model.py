@@ -14,6 +14,10 @@ Two ways to pass the past (one forward signature):
 - a decoding cache (with ``past_length`` P): per layer ``(keys, values)`` ``[B, H, C, D]`` whose
   first P positions are filled; the step writes its keys/values at positions P..S-1 and
   ``present`` is the cache with S positions filled (here: the same buffers, written in place).
+Named activations (``hook_embed``, ``blocks.{l}.attn.hook_pattern``, ...; see ``gpt2_common.hooks``)
+pass through ``hook(hooks, scope, name, x)``: with ``hooks=None`` nothing is computed beyond the
+plain forward; a hooked attention pattern or LayerNorm scale is computed explicitly instead of by a
+fused kernel.
 Parameters keep the checkpoint's names: ``h.0.attn.c_attn.w`` is ``model/h0/attn/c_attn/w``
 (1x1-conv weights are stored as ``[in, out]``, the checkpoint's ``[1, in, out]`` squeezed).
 """
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpt2_common.hooks import ModelHooks, hook, wants
 from gpt2_common.hparams import HParams
 
 LayerCache = Tuple[torch.Tensor, torch.Tensor]  # one layer's decoding cache: (keys, values) [B, H, C, D]
@@ -37,14 +42,21 @@ MATMUL_BLOCKS = 8  # decode matmuls: K split into this many blocks, whatever the
 
 
 class LayerNorm(nn.Module):
-    def __init__(self, n: int):
+    def __init__(self, n: int, scope: str):
         super().__init__()
+        self.scope = scope  # hook names: f"{scope}.hook_scale", f"{scope}.hook_normalized"
         self.g = nn.Parameter(torch.ones(n))
         self.b = nn.Parameter(torch.zeros(n))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # statistics and affine in fp32, then x's dtype
-        y = F.layer_norm(x.float(), x.shape[-1:], self.g.float(), self.b.float(), LN_EPS)  # biased variance
-        return y.to(x.dtype)
+    def forward(self, x: torch.Tensor, hooks: Optional[ModelHooks] = None) -> torch.Tensor:
+        x32 = x.float()  # statistics and affine in fp32, then x's dtype
+        if wants(hooks, self.scope, "hook_scale"):  # spelled out, with the scale [B, T, 1] named
+            u = x32.mean(-1, keepdim=True)
+            scale = hook(hooks, self.scope, "hook_scale", ((x32 - u).square().mean(-1, keepdim=True) + LN_EPS).sqrt())
+            y = (x32 - u) / scale * self.g.float() + self.b.float()  # biased variance
+        else:
+            y = F.layer_norm(x32, x.shape[-1:], self.g.float(), self.b.float(), LN_EPS)  # biased variance
+        return hook(hooks, self.scope, "hook_normalized", y.to(x.dtype))
 
 
 def matmul(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -92,19 +104,21 @@ def write_cache(past: LayerCache, k: torch.Tensor, v: torch.Tensor, P: int) -> T
 
 
 class Attention(nn.Module):
-    def __init__(self, hp: HParams):
+    def __init__(self, hp: HParams, scope: str):
         super().__init__()
-        self.n_head = hp.n_head
+        self.scope, self.n_head = scope, hp.n_head
         self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd)
         self.c_proj = Conv1D(hp.n_embd, hp.n_embd)
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, E] -> [B, H, T, D]
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, E] -> [B, T, H, D]
         B, T, E = x.shape
-        return x.view(B, T, self.n_head, E // self.n_head).transpose(1, 2)
+        return x.view(B, T, self.n_head, E // self.n_head)
 
-    def forward(self, x: torch.Tensor, past, bias: Optional[torch.Tensor], past_length=None):
+    def forward(self, x: torch.Tensor, past, bias: Optional[torch.Tensor], past_length=None,
+                hooks: Optional[ModelHooks] = None):
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=2)  # 3 x [B, T, E]
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, T, D]
+        q, k, v = (hook(hooks, self.scope, f"hook_{n}", self.split_heads(t)).transpose(1, 2)
+                   for n, t in zip("qkv", (q, k, v)))  # [B, T, H, D] named, [B, H, T, D] used
         if past_length is None:  # the original: present = this step's keys/values
             present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
             if past is not None:
@@ -113,42 +127,54 @@ class Attention(nn.Module):
         else:  # a decoding cache holding P = past_length positions
             k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
         # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
-        a = attention(q.float(), k.float(), v.float(), bias)
-        a = a.to(x.dtype).transpose(1, 2).reshape(x.shape)  # merge heads -> [B, T, E]
-        return self.c_proj(a), present
+        a = attention(q.float(), k.float(), v.float(), bias, hooks, self.scope)
+        a = hook(hooks, self.scope, "hook_z", a.to(x.dtype).transpose(1, 2))  # [B, T, H, D]
+        return self.c_proj(a.reshape(x.shape)), present  # merge heads -> [B, T, E]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
+              hooks: Optional[ModelHooks] = None, scope: str = "") -> torch.Tensor:
     """``softmax(q k^T / sqrt(D) + bias) v`` ``[B, H, T, D]``; ``bias`` None: plain causal. Prompts:
     fused (PyTorch's SDPA: no [T, S] score matrices in memory, ~4x faster for long prompts); one
-    query (decoding): spelled out, as SDPA's CPU kernel then splits the keys by thread count."""
-    if q.shape[-2] > 1:
+    query (decoding), or hooked scores or pattern: spelled out, as SDPA's CPU kernel splits the
+    keys by thread count (and keeps no pattern)."""
+    T, S = q.shape[-2], k.shape[-2]
+    if T > 1 and not wants(hooks, scope, "hook_attn_scores", "hook_pattern"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
                                               scale=1.0 / math.sqrt(q.shape[-1]))
-    w = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, 1, S]
-    return torch.matmul(torch.softmax(w if bias is None else w + bias, dim=-1), v)
+    if bias is None and T > 1:
+        bias = attention_bias(T, S - T, None, q.device)
+    w = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
+    w = hook(hooks, scope, "hook_attn_scores", w if bias is None else w + bias)
+    return torch.matmul(hook(hooks, scope, "hook_pattern", torch.softmax(w, dim=-1)), v)
 
 
 class MLP(nn.Module):
-    def __init__(self, hp: HParams):
+    def __init__(self, hp: HParams, scope: str):
         super().__init__()
+        self.scope = scope
         self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd)
         self.c_proj = Conv1D(4 * hp.n_embd, hp.n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+    def forward(self, x: torch.Tensor, hooks: Optional[ModelHooks] = None) -> torch.Tensor:
+        h = hook(hooks, self.scope, "hook_pre", self.c_fc(x))  # [B, T, 4E]
+        return self.c_proj(hook(hooks, self.scope, "hook_post", F.gelu(h, approximate="tanh")))
 
 
 class Block(nn.Module):
-    def __init__(self, hp: HParams):
+    def __init__(self, hp: HParams, layer: int):
         super().__init__()
-        self.ln_1, self.attn = LayerNorm(hp.n_embd), Attention(hp)
-        self.ln_2, self.mlp = LayerNorm(hp.n_embd), MLP(hp)
+        s = self.scope = f"blocks.{layer}"
+        self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{s}.ln1"), Attention(hp, f"{s}.attn")
+        self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{s}.ln2"), MLP(hp, f"{s}.mlp")
 
-    def forward(self, x: torch.Tensor, past, bias: Optional[torch.Tensor], past_length=None):
-        a, present = self.attn(self.ln_1(x), past, bias, past_length)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, past, bias: Optional[torch.Tensor], past_length=None,
+                hooks: Optional[ModelHooks] = None):
+        s = self.scope
+        x = hook(hooks, s, "hook_resid_pre", x)
+        a, present = self.attn(self.ln_1(x, hooks), past, bias, past_length, hooks)
+        x = hook(hooks, s, "hook_resid_mid", x + hook(hooks, s, "hook_attn_out", a))
+        x = hook(hooks, s, "hook_resid_post", x + hook(hooks, s, "hook_mlp_out", self.mlp(self.ln_2(x, hooks), hooks)))
         return x, present
 
 
@@ -181,17 +207,18 @@ class GPT2(nn.Module):
         self.hparams = hp
         self.wte = nn.Parameter(torch.zeros(hp.n_vocab, hp.n_embd))
         self.wpe = nn.Parameter(torch.zeros(hp.n_ctx, hp.n_embd))
-        self.h = nn.ModuleList(Block(hp) for _ in range(hp.n_layer))
-        self.ln_f = LayerNorm(hp.n_embd)
+        self.h = nn.ModuleList(Block(hp, i) for i in range(hp.n_layer))
+        self.ln_f = LayerNorm(hp.n_embd, "ln_final")
 
     def forward(self, X: torch.Tensor, past: Optional[Past] = None, attention_mask: Optional[torch.Tensor] = None,
-                last_only: bool = False, past_length=None) -> Dict[str, Any]:
+                last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
 
         With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
         ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
-        the cache with P+T positions filled."""
+        the cache with P+T positions filled. ``hooks`` (name -> function of the activation; see
+        ``gpt2_common.hooks``) read or replace named activations as the model runs."""
         B, T = X.shape
         P = past_length if past_length is not None else 0 if past is None else past.shape[-2]
         if attention_mask is None and (P == 0 or T == 1):
@@ -199,13 +226,16 @@ class GPT2(nn.Module):
         else:
             bias = attention_bias(T, P, attention_mask, X.device)  # [B|1, 1, T, S]
         wte, wpe = self.wte, self.wpe
-        h = wte[X] + wpe[position_ids(T, P, attention_mask, X.device)]  # [B, T, E]
+        pos = wpe[position_ids(T, P, attention_mask, X.device)]  # [B|1, T, E]
+        if hooks is not None:
+            pos = hook(hooks, "", "hook_pos_embed", pos.expand(B, T, -1))
+        h = hook(hooks, "", "hook_embed", wte[X]) + pos  # [B, T, E]
         presents = []
         for i, block in enumerate(self.h):
             h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
-                               bias, past_length)
+                               bias, past_length, hooks)
             presents.append(present)
-        h = self.ln_f(h)  # [B, T, E]
+        h = self.ln_f(h, hooks)  # [B, T, E]
         if last_only:
             h = h[:, -1:]
         logits = self.lm_head(h, wte).view(B, -1, self.hparams.n_vocab)  # [B, T, V]

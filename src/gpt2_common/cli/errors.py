@@ -20,12 +20,13 @@ def user_errors() -> tuple:
     """Exception types that are reported as one line instead of a traceback."""
     from ..checkpoint import CheckpointError
     from ..download import DownloadError
+    from ..hooks import HookError
     from ..hparams import HParamsError
     from ..interface import ModelError
     from ..sampling import SamplingError
     from ..train.data import DataError
 
-    errors = [UsageError, HParamsError, CheckpointError, DownloadError, ModelError, SamplingError,
+    errors = [UsageError, HParamsError, CheckpointError, DownloadError, ModelError, SamplingError, HookError,
               DataError, FileNotFoundError]
     try:  # the encoder's own error type, where it has one
         from .. import encoder

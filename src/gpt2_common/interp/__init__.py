@@ -1,0 +1,7 @@
+"""Inside the model: interventions and interpretability research on top of the named activations
+(``gpt2_common.hooks``; ``model.run_with_cache`` / ``run_with_hooks`` / ``activation_gradients``).
+Framework-free: numpy in, numpy out, the same on both backends.
+
+* :mod:`.metrics` -- scalar metrics of the logits (loss, logit difference) for activation gradients.
+* :mod:`.interventions` -- ablate heads or neurons, patch activations from another run, steer.
+"""
