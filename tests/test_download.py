@@ -491,3 +491,32 @@ def test_cli_offline_and_bad_flags(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "error: retries must be an integer >= 0, got -1"]
     assert list(tmp_path.iterdir()) == []  # nothing created, not even models/ or data/
+
+
+def test_part_files_that_are_links_are_not_followed(server, tmp_path):
+    """A symbolic link planted as a .part (model file or dataset file) pointing outside is
+    refused with one line; the file it points at stays byte-identical and nothing is fetched."""
+    outside = tmp_path / "outside.txt"
+    server.files["/webtext.valid.jsonl"] = b'{"text": "x"}\n'
+    for f in (DATA, "vocab.bpe", "webtext.valid.jsonl"):
+        outside.write_bytes(b"precious, 24 bytes long\n")
+        folder = tmp_path / ("data" if f.endswith(".jsonl") else "models/124M")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / (f + ".part")).symlink_to(outside)
+        server.requests.clear()
+        with pytest.raises(DownloadError, match="symbolic link") as e:
+            if f.endswith(".jsonl"):
+                download_dataset("webtext", "valid", str(folder), base_url=server.url, progress=False)
+            else:
+                download_model("124M", str(tmp_path / "models"), files=[INDEX, f] if f == DATA else [f],
+                               base_url=server.url, progress=False)
+        assert "\n" not in str(e.value) and f + ".part" in str(e.value)
+        assert outside.read_bytes() == b"precious, 24 bytes long\n", f
+        assert not (folder / f).exists() and (folder / (f + ".part")).is_symlink()
+        assert all(p != "/" + f and not p.endswith("/" + f) for p, _ in server.requests), f
+    # a dangling link would have created its target
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "webtext.valid.jsonl.part").symlink_to(tmp_path / "created.txt")
+    with pytest.raises(DownloadError, match="symbolic link"):
+        download_dataset("webtext", "valid", str(tmp_path / "d2"), base_url=server.url, progress=False)
+    assert not (tmp_path / "created.txt").exists()

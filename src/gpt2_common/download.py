@@ -23,7 +23,8 @@ What the original ``download_model.py`` lacked, every file here gets:
   the checkpoint index and data pass the reader's checks). A file that fails is deleted, so a
   re-run fetches it again. So a final name always means a complete, valid file: a re-run skips
   files that exist without asking the server. A ``.part`` file may remain after a network
-  failure or Ctrl-C; the next run resumes it;
+  failure or Ctrl-C; the next run resumes it. A ``.part`` that is a symbolic link is refused,
+  never written through (:func:`gpt2_common.safeio.open_nofollow`);
 * a tqdm progress bar per file (on stderr), and one clear line when the host cannot be reached.
 
 The base URLs can be overridden by argument or by the environment variables ``GPT2_MODELS_URL``
@@ -47,6 +48,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 from .constants import MODEL_FILES, MODEL_NAMES
 from .constants import OLD_MODEL_NAMES as ALIASES
+from .safeio import open_nofollow
 
 MODELS_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 DATASET_URL = "https://openaipublic.blob.core.windows.net/gpt-2/output-dataset/v1"
@@ -190,6 +192,8 @@ def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeo
     if os.path.isfile(dest):
         return False  # only ever produced by the rename below, so it is complete
     part = dest + ".part"
+    if os.path.islink(part):  # never resumed or written through: it could point anywhere
+        raise DownloadError(f"{part} is a symbolic link; not followed (remove it)")
     try:
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     except OSError as e:
@@ -232,7 +236,7 @@ def _check(url: str, part: str, dest: str) -> None:
 def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes: int = STALL_BYTES,
                 stall_seconds: float = STALL_SECONDS) -> None:
     """One try: resume ``part`` from its size; raise :class:`_Retry` for transient failures."""
-    have = os.path.getsize(part) if os.path.isfile(part) else 0
+    have = os.lstat(part).st_size if os.path.isfile(part) and not os.path.islink(part) else 0
     headers = {"User-Agent": "gpt2-toolkit"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -268,7 +272,7 @@ def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes
             total = int(length) if length.isdigit() else None
         unsized = total is None and not getattr(resp, "chunked", False)  # ends when the server hangs up
         bar = _progress_bar(os.path.basename(part[:-len(".part")]), total, have, progress)
-        with bar, open(part, mode) as f:
+        with bar, open_nofollow(part, mode) as f:
             window_start, window_bytes = time.monotonic(), 0
             while True:
                 try:

@@ -22,11 +22,12 @@ def user_errors() -> tuple:
     from ..download import DownloadError
     from ..hparams import HParamsError
     from ..interface import ModelError
+    from ..safeio import LinkRefused
     from ..sampling import SamplingError
     from ..train.data import DataError
 
     errors = [UsageError, HParamsError, CheckpointError, DownloadError, ModelError, SamplingError,
-              DataError, FileNotFoundError]
+              DataError, FileNotFoundError, LinkRefused]
     try:  # the encoder's own error type, where it has one
         from .. import encoder
 

@@ -30,6 +30,7 @@ from ..cli import UsageError
 from ..checkpoint import read_checkpoint, resolve_checkpoint_prefix, write_checkpoint
 from ..constants import VOCAB_FILES
 from ..hparams import HParams, load_hparams, save_hparams
+from ..safeio import open_nofollow
 from ..weights import expected_shapes
 
 _MODEL_RE = re.compile(r"^model-(\d+)\.index$")
@@ -122,12 +123,14 @@ class RunFolder:
     def prepare(self, hp: HParams, vocab_dir: str) -> None:
         """Create the folder with ``hparams.json`` and the vocabulary (once)."""
         os.makedirs(self.path, exist_ok=True)
-        if not os.path.isfile(os.path.join(self.path, "hparams.json")):
+        hparams = os.path.join(self.path, "hparams.json")
+        if not os.path.isfile(hparams) or os.path.islink(hparams):
             save_hparams(hp, self.path)
         for f in VOCAB_FILES:
             dst = os.path.join(self.path, f)
-            if not os.path.isfile(dst):
-                shutil.copyfile(os.path.join(vocab_dir, f), dst)
+            if not os.path.isfile(dst) or os.path.islink(dst):
+                with open(os.path.join(vocab_dir, f), "rb") as src, open_nofollow(dst, "wb") as out:
+                    shutil.copyfileobj(src, out)
 
     def save(self, step: int, weights: Mapping[str, np.ndarray], optimizer: Mapping[str, np.ndarray],
              rng: Mapping[str, np.ndarray], record: Mapping[str, Any], keep: int) -> str:
@@ -170,8 +173,8 @@ class Metrics:
     def __init__(self, path: str, resume_step: int) -> None:
         self.path = path
         kept = []
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
+        if os.path.isfile(path) or os.path.islink(path):
+            with open_nofollow(path, "r") as f:
                 for line in f:
                     try:
                         rec = json.loads(line)
@@ -184,7 +187,7 @@ class Metrics:
 
     def append(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open_nofollow(self.path, "a") as f:
             f.write(json.dumps(dict(record)) + "\n")
 
 
