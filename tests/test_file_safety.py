@@ -119,3 +119,47 @@ def test_encode_and_convert_outputs_replace_links_not_targets(tiny_dir, tmp_path
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err, err
     assert list(empty.iterdir()) == []
+
+
+# ------------------------------------------------------------------ what a killed run leaves behind
+def test_killed_runs_leave_nothing_and_saves_follow_the_umask(tiny_dir, tokens_file, tmp_path, monkeypatch):
+    """Stale temporaries of a save killed half-way are removed by the next run; the fresh-weights
+    folder of a process killed during start-up is removed by the next from-scratch run (a live
+    process's stays); every file of the run folder gets 0666 less the umask, as other writers'."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from scripts.train import train
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    host = "".join(c if c.isalnum() or c == "." else "_" for c in socket.gethostname())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    for pid in (dead, "1"):  # pid 1 is always alive
+        (tmp / f"gpt2-train-init-{host}-{pid}-x1y2").mkdir()
+        (tmp / f"gpt2-train-init-{host}-{pid}-x1y2" / "model.ckpt.data-00000-of-00001").write_bytes(b"0" * 100)
+    ckpt = tmp_path / "checkpoint"
+    kw = dict(dataset=str(tokens_file), checkpoint_dir=str(ckpt), run_name="r", batch_size=1, sample_every=0,
+              val_every=0, progress=False, n_layer=1, n_embd=8, n_head=2, n_ctx=16, sample_length=4,
+              vocab_dir=str(tiny_dir))
+    old_umask = os.umask(0o002)
+    try:
+        train(steps=1, **kw)
+        assert sorted(p.name for p in tmp.iterdir()) == [f"gpt2-train-init-{host}-1-x1y2"]
+        run = ckpt / "r"
+        stale = [".train-1.npz.k3j4.tmp", ".model-1.data.a8b9.tmp", ".model-1.index.zz.tmp",
+                 ".model-1.checkpoint.q.tmp", ".metrics.jsonl.w.tmp"]
+        for f in stale + [".notes.tmp"]:
+            (run / f).write_bytes(b"x" * 1000)
+        train(steps=2, **kw)  # resumes at step 1
+        assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".notes.tmp"]
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in run.iterdir() if p.is_file() and p.name != ".notes.tmp"}
+    finally:
+        os.umask(old_umask)
+    print(modes)
+    assert "train-2.npz" in modes and "model-2.index" in modes
+    assert set(modes.values()) == {"0o664"}, modes

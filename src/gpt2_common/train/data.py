@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..constants import EOT_TOKEN
+from ..safeio import file_mode
 
 TOKEN_DTYPE = np.dtype("<u2")
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".text", ".jsonl", "")
@@ -110,7 +111,7 @@ class _TokenWriter:
 
     def commit(self) -> None:
         self.f.close()
-        os.chmod(self.tmp, 0o644)  # mkstemp's 0600 is for the temporary name only
+        os.chmod(self.tmp, file_mode())  # mkstemp's 0600 is for the temporary name only
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:

@@ -30,10 +30,12 @@ from ..cli import UsageError
 from ..checkpoint import read_checkpoint, resolve_checkpoint_prefix, write_checkpoint
 from ..constants import VOCAB_FILES
 from ..hparams import HParams, load_hparams, save_hparams
-from ..safeio import open_nofollow
+from ..safeio import file_mode, open_nofollow
 from ..weights import expected_shapes
 
 _MODEL_RE = re.compile(r"^model-(\d+)\.index$")
+_TEMP_RE = re.compile(r"^\.(train-\d+\.npz|model-\d+\.(data|index|checkpoint)|metrics\.jsonl)\..+\.tmp$")
+"""The temporary names of this module's and ``write_checkpoint``'s writes in a run folder."""
 
 
 class RunError(UsageError):
@@ -63,7 +65,7 @@ def _atomic_write(path: str, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 is for the temporary name only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -121,8 +123,10 @@ class RunFolder:
 
     # ---- writing ----
     def prepare(self, hp: HParams, vocab_dir: str) -> None:
-        """Create the folder with ``hparams.json`` and the vocabulary (once)."""
+        """Create the folder with ``hparams.json`` and the vocabulary (once); remove what a
+        killed earlier process left under temporary names."""
         os.makedirs(self.path, exist_ok=True)
+        self.remove_temporaries()
         hparams = os.path.join(self.path, "hparams.json")
         if not os.path.isfile(hparams) or os.path.islink(hparams):
             save_hparams(hp, self.path)
@@ -135,6 +139,7 @@ class RunFolder:
     def save(self, step: int, weights: Mapping[str, np.ndarray], optimizer: Mapping[str, np.ndarray],
              rng: Mapping[str, np.ndarray], record: Mapping[str, Any], keep: int) -> str:
         """Save step ``step`` atomically; keep the last ``keep`` saves (0: all)."""
+        self.remove_temporaries()
         arrays = {"record": np.array(json.dumps(dict(record)))}
         arrays.update({"opt/" + k: v for k, v in optimizer.items()})
         arrays.update({"rng/" + k: v for k, v in rng.items()})
@@ -151,6 +156,18 @@ class RunFolder:
             p = os.path.join(self.path, f)
             if os.path.exists(p):
                 os.remove(p)
+
+    def remove_temporaries(self) -> None:
+        """Remove the run's stale temporary files (``.train-<step>.npz.*.tmp``,
+        ``.model-<step>.data.*.tmp`` ...: a save killed half-way); only one process writes a run."""
+        if not os.path.isdir(self.path):
+            return
+        for f in os.listdir(self.path):
+            if _TEMP_RE.match(f):
+                try:
+                    os.remove(os.path.join(self.path, f))
+                except FileNotFoundError:
+                    pass
 
     def remove_all_saves(self) -> None:
         """``--restore_from fresh`` on an existing run: its old saves and metrics go."""
