@@ -52,6 +52,12 @@ def open_nofollow(path: str, mode: str = "rb", encoding: Optional[str] = None) -
     return os.fdopen(fd, mode, encoding=None if "b" in mode else (encoding or "utf-8"))
 
 
+def can_write_in(folder: str) -> bool:
+    """Whether this process may create files in the existing ``folder`` (by its effective ids)."""
+    kw = {"effective_ids": True} if os.access in os.supports_effective_ids else {}
+    return os.access(folder or ".", os.W_OK | os.X_OK, **kw)
+
+
 def file_mode() -> int:
     """The permissions of an ordinary new file: ``0666`` less the process's umask."""
     mask = os.umask(0)

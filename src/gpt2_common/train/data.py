@@ -100,8 +100,11 @@ class _TokenWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        try:
+            os.makedirs(parent, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        except OSError as e:  # no permission, a file in the way, a full disk
+            raise DataError(f"cannot write {path}: {e.strerror or e}") from None
         self.f = os.fdopen(fd, "wb")
         self.count = 0
 

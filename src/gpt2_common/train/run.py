@@ -30,7 +30,7 @@ from ..cli import UsageError
 from ..checkpoint import read_checkpoint, resolve_checkpoint_prefix, write_checkpoint
 from ..constants import VOCAB_FILES
 from ..hparams import HParams, load_hparams, save_hparams
-from ..safeio import file_mode, open_nofollow
+from ..safeio import can_write_in, file_mode, open_nofollow
 from ..weights import expected_shapes
 
 _MODEL_RE = re.compile(r"^model-(\d+)\.index$")
@@ -73,6 +73,11 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
+def _reason(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return (text.strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+
+
 class RunFolder:
     """Saves and restores one run (see the module docstring)."""
 
@@ -101,6 +106,18 @@ class RunFolder:
         path = os.path.join(self.path, "hparams.json")
         return load_hparams(path) if os.path.isfile(path) else None
 
+    def check_writable(self) -> None:
+        """Refuse, before anything is loaded, a run folder that cannot be created or written: a
+        file where it or one of its parents should be, or a folder this process may not write."""
+        path = os.path.abspath(self.path)
+        here = path
+        while not os.path.isdir(here):
+            if os.path.lexists(here):
+                raise RunError(f"{here} is a file, not a folder: choose another --checkpoint_dir or --run_name")
+            here = os.path.dirname(here)
+        if not can_write_in(here):
+            raise RunError(f"cannot write in {here} (permission denied): choose another --checkpoint_dir")
+
     def check_compatible(self, hp: HParams) -> None:
         """Refuse a run folder made with other hyperparameters."""
         have = self.hparams()
@@ -110,16 +127,35 @@ class RunFolder:
             raise RunError(f"{self.path} was made with other hyperparameters ({diff}): "
                            "choose another --run_name or --checkpoint_dir")
 
-    def load_train_state(self, step: int) -> Optional[Dict[str, Any]]:
-        """``{"record": {...}, "optimizer": {...}, "rng": {...}}`` saved with ``step``, or None."""
+    def load_train_state(self, step: int, shapes: Optional[Mapping[str, tuple]] = None) -> Optional[Dict[str, Any]]:
+        """``{"record": {...}, "optimizer": {...}, "rng": {...}}`` saved with ``step``, or None.
+
+        A damaged or foreign file (not a zip of arrays, no JSON record, optimizer moments that are
+        not among ``shapes``' variables) is a :class:`RunError` naming it and saying how to go on."""
         path = os.path.join(self.path, f"train-{step}.npz")
         if not os.path.isfile(path):
             return None
-        with np.load(path) as z:
-            record = json.loads(str(z["record"]))
-            optimizer = {k[4:]: z[k] for k in z.files if k.startswith("opt/")}
-            rng = {k[4:]: z[k] for k in z.files if k.startswith("rng/")}
+        try:
+            with np.load(path) as z:
+                record = json.loads(str(z["record"]))
+                optimizer = {k[4:]: z[k] for k in z.files if k.startswith("opt/")}
+                rng = {k[4:]: z[k] for k in z.files if k.startswith("rng/")}
+            if not isinstance(record, dict) or not isinstance(record.get("step", step), int):
+                raise ValueError("its record is not a training record")
+            for k, a in optimizer.items():
+                kind, _, name = k.partition("/")
+                if kind not in ("m", "v") or (shapes is not None and tuple(a.shape) != shapes.get(name)):
+                    raise ValueError(f"optimizer entry {k!r} is not a moment of this model's variables")
+        except Exception as e:  # zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError ...
+            raise RunError(f"{path}: damaged or not a training state ({_reason(e)}): " + self._resume_hint(step)) from None
         return {"record": record, "optimizer": optimizer, "rng": rng}
+
+    def _resume_hint(self, step: int) -> str:
+        earlier = [s for s in self.steps() if s < step and os.path.isfile(os.path.join(self.path, f"train-{s}.npz"))]
+        go_back = (f"to resume from an earlier save, write model_checkpoint_path: \"model-{earlier[-1]}\" in "
+                   f"{os.path.join(self.path, 'checkpoint')}; ") if earlier else ""
+        return (f"{go_back}to resume from model-{step} with a fresh optimizer state, remove the file; "
+                "or start again with --restore_from fresh")
 
     # ---- writing ----
     def prepare(self, hp: HParams, vocab_dir: str) -> None:

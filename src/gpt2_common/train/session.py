@@ -89,7 +89,11 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
         hp = run.hparams() or load_hparams(run.path)
         if scratch is not None:
             run.check_compatible(scratch)
-        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step))
+        from ..checkpoint import list_variables
+        from ..weights import check_variables
+
+        shapes = check_variables(list_variables(prefix), hp, prefix)  # bounded, whatever hparams.json says
+        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step, shapes))
     if restore_from not in ("latest", "fresh"):
         path = os.path.expanduser(restore_from)
         if not os.path.isdir(path) or not has_checkpoint(path):
