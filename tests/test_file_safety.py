@@ -283,8 +283,8 @@ def test_permission_errors_are_one_line(tiny_dir, tokens_file, world_readable, c
     assert list((base / "readonly").iterdir()) == []
 
 
-def test_damaged_or_foreign_train_state_is_one_line(tiny_dir, tokens_file, tmp_path):
-    from gpt2_common import interface
+def test_damaged_or_foreign_train_state_is_one_line(tiny_dir, tokens_file, tmp_path, monkeypatch):
+    import gpt2_common
     from scripts.train import train
 
     kw = dict(dataset=str(tokens_file), model_dir=str(tiny_dir), checkpoint_dir=str(tmp_path), run_name="r",
@@ -303,10 +303,13 @@ def test_damaged_or_foreign_train_state_is_one_line(tiny_dir, tokens_file, tmp_p
                "record not JSON": lambda: write(record=np.array("{")),
                "moment of another shape": lambda: write(record=record, **{"opt/m/model/wte": np.zeros(3)}),
                "moment of no variable": lambda: write(record=record, **{"opt/m/model/h9/ln_1/g": np.zeros(32)})}
+    real_load, loaded = gpt2_common.load_model, []
+    monkeypatch.setattr(gpt2_common, "load_model", lambda *a, **k: loaded.append(1) or real_load(*a, **k))
     for name, damage in damages.items():
         damage()
         with pytest.raises(cli.UsageError) as e:
             train(steps=3, **kw)
+        assert not loaded, f"{name}: reported after the model loaded"
         text = str(e.value)
         print(f"{name}: {text}")
         assert "\n" not in text and str(state) in text and "model-1" in text and "--restore_from fresh" in text
