@@ -115,6 +115,7 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         raise cli.UsageError(f"--run_name must be a name, got {run_name!r}")
     cli.check_model_name(run_name)
     run = RunFolder(os.path.join(os.path.expanduser(str(checkpoint_dir)), run_name))
+    run.check_writable()  # a file in the way, or no permission: before anything is loaded
     world = detect(backend)  # torchrun's or TF_CONFIG's ranks; alone without a launcher
     loop = dataclasses.replace(loop, world=world)
     if cli.check_flag("fsdp", fsdp) and (backend != 'torch' or world.size < 2):

@@ -1,6 +1,9 @@
-"""GPT-2 weights as numpy arrays, keyed by the original checkpoint's variable names.
+"""GPT-2 weights of a model folder (the original checkpoint, or a Hugging Face folder through
+:mod:`.hf`) as numpy arrays, keyed by the original checkpoint's variable names; random weights and
+the writing of a model folder.
 
-Both backends load through here, so the name/shape contract is checked once:
+Both backends load through here, so the name/shape contract (:func:`.shapes.expected_shapes`)
+is checked once:
 
     model/wte                      [n_vocab, n_embd]   token embedding, also the LM head (tied)
     model/wpe                      [n_ctx, n_embd]     position embedding
@@ -15,32 +18,55 @@ Both backends load through here, so the name/shape contract is checked once:
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from .hparams import HParams, load_hparams, save_hparams
+from .checkpoint import CheckpointError, list_variables, read_checkpoint, write_checkpoint
+from .hf import hf_folder, read_hf_model
+from .hf import huggingface_state as _huggingface_state
+from .hparams import load_hparams, save_hparams
+from .shapes import HParams, Weights, expected_shapes
 
-Weights = Dict[str, np.ndarray]
+__all__ = ["Weights", "check_weights", "expected_shapes", "huggingface_state", "load_weights",
+           "random_weights", "save_model"]
 
 
-def expected_shapes(hp: HParams) -> Dict[str, tuple]:
-    """Every variable of a GPT-2 checkpoint with its shape, in the original naming."""
-    E = hp.n_embd
-    shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
-    for i in range(hp.n_layer):
-        p = f"model/h{i}"
-        shapes.update({
-            f"{p}/ln_1/g": (E,), f"{p}/ln_1/b": (E,),
-            f"{p}/attn/c_attn/w": (1, E, 3 * E), f"{p}/attn/c_attn/b": (3 * E,),
-            f"{p}/attn/c_proj/w": (1, E, E), f"{p}/attn/c_proj/b": (E,),
-            f"{p}/ln_2/g": (E,), f"{p}/ln_2/b": (E,),
-            f"{p}/mlp/c_fc/w": (1, E, 4 * E), f"{p}/mlp/c_fc/b": (4 * E,),
-            f"{p}/mlp/c_proj/w": (1, 4 * E, E), f"{p}/mlp/c_proj/b": (E,),
-        })
-    shapes.update({"model/ln_f/g": (E,), "model/ln_f/b": (E,)})
+VARIABLES_PER_LAYER = 12
+
+
+def check_variables(have: Mapping[str, Sequence[int]], hp: HParams, source: str) -> Dict[str, tuple]:
+    """Check a checkpoint's variables (name -> shape, e.g. from ``list_variables``) against ``hp``
+    and return :func:`expected_shapes`; :class:`CheckpointError` names the first problem.
+
+    A variable ``hp`` needs is missing, a layer's variable it does not account for (a layer more
+    than ``n_layer`` says: loading would silently drop it), or a shape other than ``hp`` implies.
+    Other variables (an optimizer's, a step counter such as ``model/step``) are not the network's
+    and are ignored. The work is bounded by the checkpoint's size, whatever ``n_layer`` says
+    (``hparams.json`` may be damaged).
+    """
+    layers = {int(m.group(1)) for n in have if (m := re.match(r"model/h(\d+)/", n))}
+    k = min(hp.n_layer, max(layers) + 1 if layers else 0)
+    shapes = expected_shapes(hp, k)
+    missing = [n for n in shapes if n not in have]
+    count = len(missing) + VARIABLES_PER_LAYER * (hp.n_layer - k)
+    if count:
+        first = (missing or [f"model/h{k}/ln_1/g"])[:3]
+        more = f", ... ({count} in all)" if count > len(first) else ""
+        raise CheckpointError(f"{source}: missing variables {', '.join(first)}{more} (hparams.json: "
+                              f"n_layer {hp.n_layer}; the checkpoint has {len(layers)} layers)")
+    extra = sorted(n for n in have if re.match(r"model/h\d+/", n) and n not in shapes)
+    if extra:
+        more = f", ... ({len(extra)} in all)" if len(extra) > 3 else ""
+        raise CheckpointError(f"{source}: variables that hparams.json (n_layer {hp.n_layer}) does not "
+                              f"account for: {', '.join(extra[:3])}{more} (the checkpoint has "
+                              f"{len(layers)} layers)")
+    for name, shape in shapes.items():
+        if tuple(have[name]) != shape:
+            raise CheckpointError(f"{source}: variable '{name}' has shape {tuple(have[name])}, "
+                                  f"hparams.json implies {shape}")
     return shapes
 
 
@@ -61,15 +87,14 @@ def check_weights(weights: Mapping[str, np.ndarray], hp: HParams, source: str = 
 def load_weights(model_dir: str, hp: Optional[HParams] = None) -> Weights:
     """Read and check the checkpoint in ``model_dir`` (no TensorFlow needed), or the weights of a
     Hugging Face folder (see :mod:`gpt2_common.hf`)."""
-    from .hf import hf_folder, read_hf_model
-
     if hf_folder(model_dir) is not None:
         hf_hp, weights = read_hf_model(model_dir)
         if hp is not None and hp != hf_hp:
             raise CheckpointError(f"{os.fspath(model_dir)}: config.json describes {hf_hp}, not {hp}")
         return weights
     hp = hp or load_hparams(model_dir)
-    weights = read_checkpoint(model_dir, names=list(expected_shapes(hp)))
+    shapes = check_variables(list_variables(model_dir), hp, os.fspath(model_dir))
+    weights = read_checkpoint(model_dir, names=list(shapes))
     check_weights(weights, hp, source=os.fspath(model_dir))
     return weights
 
@@ -113,6 +138,4 @@ def save_model(model_dir: str, hp: HParams, weights: Mapping[str, np.ndarray],
 def huggingface_state(weights: Mapping[str, np.ndarray], hp: HParams) -> Tuple[Dict[str, Any], Weights]:
     """``(GPT2Config kwargs, state dict)`` for Hugging Face ``GPT2LMHeadModel``: see
     :func:`gpt2_common.hf.huggingface_state`, where the name mapping lives."""
-    from .hf import huggingface_state as state
-
-    return state(weights, hp)
+    return _huggingface_state(weights, hp)

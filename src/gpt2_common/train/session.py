@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
+import socket
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -89,7 +91,11 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
         hp = run.hparams() or load_hparams(run.path)
         if scratch is not None:
             run.check_compatible(scratch)
-        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step))
+        from ..checkpoint import list_variables
+        from ..weights import check_variables
+
+        shapes = check_variables(list_variables(prefix), hp, prefix)  # bounded, whatever hparams.json says
+        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step, shapes))
     if restore_from not in ("latest", "fresh"):
         path = os.path.expanduser(restore_from)
         if not os.path.isdir(path) or not has_checkpoint(path):
@@ -106,13 +112,43 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
         run.check_compatible(scratch)
         from ..weights import save_model
 
-        tmp = tempfile.mkdtemp(prefix="gpt2-train-init-")
+        remove_stale_init_folders()
+        tmp = tempfile.mkdtemp(prefix=_init_prefix(os.getpid()))
         save_model(tmp, scratch, initial_weights(scratch, seed))
         return Start(tmp, scratch, vocab, fresh_run=True, temporary=True)
     cli.ensure_model_files(base_dir, base_name, download)
     hp = load_hparams(base_dir)
     run.check_compatible(hp)
     return Start(base_dir, hp, vocab_dir or base_dir, fresh_run=True)
+
+
+def _init_prefix(pid: int) -> str:
+    """``gpt2-train-init-<host>-<pid>-``: whose the temporary folder of fresh weights is."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+    return f"gpt2-train-init-{host}-{pid}-"
+
+
+def remove_stale_init_folders(folder: Optional[str] = None) -> None:
+    """Remove the fresh-weights folders (see :func:`settle_start`) that processes of this host
+    killed before they could (``SIGKILL`` during start-up); a live process's folder stays."""
+    folder = folder or tempfile.gettempdir()
+    stem = _init_prefix(0)[:-2]  # gpt2-train-init-<host>-
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = re.match(r"(\d+)-", name[len(stem):]) if name.startswith(stem) else None
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue  # another user's, or not a pid
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, batch_size: int,
