@@ -22,7 +22,7 @@ METHODS = ("logprob", "tfidf", "gltr")
 MODEL_METHODS = ("logprob", "gltr")  # the methods that load a GPT-2 model
 
 
-def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, fake_test=None,
+def detect(*, method='logprob', real_valid=None, fake_valid=None, real_test=None, fake_test=None,
            real_train=None, fake_train=None, data_dir=None, source=None, real_source='webtext',
            limit=None, max_tokens=256, stride=None, prepend_eot=True, backend='torch', device=None,
            model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, output=None, download=True,

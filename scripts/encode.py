@@ -14,7 +14,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli  # noqa: E402
 
 
-def encode(inputs, out, model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, val_fraction=0.0,
+def encode(inputs, out, *, model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, val_fraction=0.0,
            seed=0, progress=True):
     """Encode documents into one token file, each document followed by <|endoftext|>.
 

@@ -17,7 +17,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli  # noqa: E402
 
 
-def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, run_name='run1',
+def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, run_name='run1',
           checkpoint_dir='checkpoint', steps=1000, batch_size=1, learning_rate=1e-4, accumulate_gradients=1,
           optimizer='adam', restore_from='latest', sample_every=100, sample_length=64, sample_num=1,
           save_every=1000, val_every=100, val_batch_count=8, val_dataset=None, val_fraction=0.0,

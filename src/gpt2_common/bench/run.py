@@ -56,7 +56,7 @@ def column_settings(column: str, xla: bool) -> Dict[str, Any]:
             "xla": xla and not column.endswith("-noxla")}
 
 
-def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
+def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
               json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
               train_context=256, baseline=None, baseline_rounds=10):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 
 class UsageError(Exception):
@@ -51,12 +51,19 @@ def _one_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def run(component: Callable[..., Any], name: Optional[str] = None) -> None:
-    """Run ``component`` with ``fire``, turning user errors into one line and exit status 2."""
+def run(component: Any, name: Optional[str] = None) -> None:
+    """Run ``component`` (a function, or a dict of subcommands) with ``fire``, turning user errors
+    into one line and exit status 2. The command line is checked against ``component`` first
+    (:func:`~gpt2_common.cli.argv.check_command`): ``-h``/``--help`` print help on stdout, and an
+    unknown flag or an argument too many is an error before anything runs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter on stderr
     import fire
 
+    from .argv import check_command
+
+    name = name or os.path.basename(sys.argv[0])
     try:
+        check_command(component, sys.argv[1:], name)
         result = fire.Fire(component, name=name)
     except KeyboardInterrupt:
         _flush_quietly()
