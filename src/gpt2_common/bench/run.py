@@ -88,7 +88,7 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
         train_batch: Batch of the training rows.
         train_context: Tokens per sequence of the training rows.
         baseline: Another checkout of the toolkit (its root or its src/ folder, e.g. made with
-            ``git worktree add DIR REV``): instead of the report, compare this checkout with it,
+            ``git worktree add DIR REV``); instead of the report, compare this checkout with it,
             prefill and decode of every column in lockstep (see gpt2_common.bench.compare).
         baseline_rounds: Rounds of the --baseline comparison (one timed run per side each).
     """

@@ -14,6 +14,10 @@ reads the arguments the way fire will, against the command's signature, before a
   or missing subcommand (``gpt2_eval lambada``) likewise; each raises
   :class:`~gpt2_common.cli.errors.UsageError` (exit status 2).
 
+The help is fire's page, rendered from the command's docstring. fire's docstring parser keeps only
+the text before a colon on a continuation line of an ``Args:`` entry, so write those lines without
+one (tests/test_cli_args.py checks that every flag's description is shown whole).
+
 Arguments after a lone ``--`` are fire's own flags and are left to fire. Standard library only at
 import (fire's help renderer is imported only to print help).
 """
