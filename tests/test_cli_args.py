@@ -12,8 +12,10 @@ import inspect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,28 @@ def test_help_pipes_to_grep(tmp_path):
     p = subprocess.run(f"{sys.executable} {SCRIPTS['gpt2_train']} --help | grep -c vocab", shell=True,
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and int(p.stdout) >= 1, (p.stdout, p.stderr)
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """SIGTERM during the benchmark's random-weights set-up (a 475 MB gpt2-benchmark-* folder in
+    the temp folder at 124M) ends it as Ctrl-C does: the folder is removed, exit status 143, one
+    blank line and no traceback on stderr."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp))
+    env.pop("GPT2_VOCAB_DIR", None)
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS["gpt2_benchmark"]), "--backends", "torch", "--nohf",
+                             "--prefill", "8", "--decode_tokens", "2", "--batch_sizes", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp.glob("gpt2-benchmark-*/*")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)  # until it has started writing the weights
+        assert list(tmp.glob("gpt2-benchmark-*")), "the benchmark never made its temporary folder"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert b"Traceback" not in err
+    assert list(tmp.iterdir()) == []
