@@ -73,8 +73,9 @@ def test_encode_cli(tmp_path, vocab_dir):
     d = docs_folder(tmp_path, 4)
     out = tmp_path / "o.bin"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "encode.py"), str(d), str(out), "--model_dir", str(vocab_dir)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    # --vocab_dir: the vocabulary alone, no model folder (the README's recipe on a machine with no weights)
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "encode.py"), str(d), str(out), "--vocab_dir", str(vocab_dir)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "4 documents" in r.stdout and out.stat().st_size > 0
     (d / "bad.txt").write_bytes(b"\xff")
@@ -83,3 +84,7 @@ def test_encode_cli(tmp_path, vocab_dir):
     assert r.returncode == 2 and "bad.txt" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out2.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    # no vocabulary at all (no models/124M here): one line that says how to give one
+    r = subprocess.run(cmd[:3] + [str(out2)], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {os.path.join('models', '124M')}: no GPT-2 vocabulary"), r.stderr
+    assert "--vocab_dir" in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not out2.exists()
