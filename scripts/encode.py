@@ -45,9 +45,7 @@ def encode(inputs, out, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
     if not isinstance(out, str) or not out or os.path.isdir(out):
         raise cli.UsageError(f"out must be a file path, got {out!r}")
     if vocab_dir is not None:
-        if not isinstance(vocab_dir, str) or not os.path.isdir(os.path.expanduser(vocab_dir)):
-            raise cli.UsageError(f"--vocab_dir {vocab_dir}: no such folder")
-        path = os.path.expanduser(vocab_dir)
+        path = cli.check_folder("--vocab_dir", vocab_dir)
     else:
         path, _ = cli.resolve_model_dir(model_name, models_dir, model_dir)
     missing = [p for p in vocab_paths(path) if not os.path.isfile(p)]

@@ -200,8 +200,10 @@ def _read_stdin():
     data = sys.stdin.buffer.read()
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise cli.UsageError("stdin is not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        from gpt2_common.utf8 import describe
+
+        raise cli.UsageError(f"stdin: {describe(e)}") from None
 
 
 def table(result, encoder):

@@ -110,7 +110,7 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
         cli.check_flag(name, flag)
     if not isinstance(run_name, str) or not run_name:
         raise cli.UsageError(f"--run_name must be a name, got {run_name!r}")
-    cli.check_model_name(run_name)
+    cli.check_model_name(run_name, what="run name", example="run1", path_flag="--checkpoint_dir for another parent folder")
     run = RunFolder(os.path.join(os.path.expanduser(str(checkpoint_dir)), run_name))
     world = detect(backend)  # torchrun's or TF_CONFIG's ranks; alone without a launcher
     loop = dataclasses.replace(loop, world=world)

@@ -258,3 +258,52 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert b"Traceback" not in err
     assert list(tmp.iterdir()) == []
+
+
+def test_one_rule_for_names_folders_empty_and_undecodable_input(tmp_path, make_model_dir, vocab_dir):
+    """Issue 22's small inconsistencies, each one line and exit 2: a bad --run_name says "run
+    name"; a --model_dir (or --vocab_dir, or gpt2_convert's SRC) that is a file says so; gpt2_encode
+    refuses an empty corpus as gpt2_train does; input that is not UTF-8 is refused everywhere,
+    naming the byte offset from the start of the file or stream."""
+    model = make_model_dir("tiny", vocab=True)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "a\xff"}\n')  # 0xff at byte 28
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    f = tmp_path / "afile"
+    cases = {
+        ("gpt2_train", "--dataset", f, "--model_dir", model, "--run_name", "../x"):
+            "error: invalid run name '../x': give a name such as run1 (use --checkpoint_dir for another parent folder)",
+        ("gpt2_encode", tmp_path / "empty.txt", "o.bin", "--vocab_dir", vocab_dir):
+            f"error: {tmp_path / 'empty.txt'}: empty: no text to encode",
+        ("gpt2_encode", tmp_path / "bad.jsonl", "o.bin", "--vocab_dir", vocab_dir):
+            f"error: {tmp_path / 'bad.jsonl'}: not UTF-8 text (byte 28: invalid start byte)",
+        ("gpt2_score", "--file", tmp_path / "bad.jsonl", "--model_dir", model):
+            f"error: {tmp_path / 'bad.jsonl'}: not UTF-8 text (byte 28: invalid start byte)",
+        ("gpt2_encode", f, "o.bin", "--vocab_dir", f): f"error: --vocab_dir {f}: is a file, not a folder",
+        ("gpt2_convert", f, "out"): f"error: {f}: is a file, not a folder",
+    }
+    for name in ("gpt2_score", "gpt2_train", "gpt2_encode", "gpt2_benchmark", "gpt2_eval",
+                 "interactive_conditional_samples", "generate_unconditional_samples"):
+        pre = {"gpt2_score": ["hello"], "gpt2_train": ["--dataset", f], "gpt2_encode": [f, "o.bin"],
+               "gpt2_eval": ["perplexity", "--file", f]}.get(name, [])
+        cases[(name, *pre, "--model_dir", f)] = f"error: --model_dir {f}: is a file, not a folder"
+    results = run_cases([(k[0], k[1:]) for k in cases], cwd, stdin="hello\n")
+    wrong = []
+    for (key, want), r in zip(cases.items(), results):
+        print(*key[:2], "->", r["code"], lines(r["stderr"]))
+        if (r["code"], lines(r["stderr"])) != (2, [want]):
+            wrong.append((key[0], r["code"], r["stderr"][-300:]))
+    assert not wrong, wrong
+    assert os.listdir(cwd) == []
+    # stdin: the prompts of interactive_conditional_samples (answered up to the bad line) and gpt2_score
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="2")
+    for argv, data, want in [
+            ([SCRIPTS["interactive_conditional_samples"], "--model_dir", model, "--length", 2, "--seed", 1],
+             b"Hello\nab\xffcd\n", "error: stdin: not UTF-8 text (byte 8: invalid start byte)"),
+            ([SCRIPTS["gpt2_score"], "-", "--model_dir", model], b"ab\xffcd",
+             "error: stdin: not UTF-8 text (byte 2: invalid start byte)")]:
+        p = subprocess.run([sys.executable, *map(str, argv)], input=data, cwd=cwd, env=env, capture_output=True,
+                           timeout=300)
+        assert (p.returncode, lines(p.stderr.decode())) == (2, [want]), p.stderr.decode()[-2000:]

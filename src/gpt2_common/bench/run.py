@@ -122,8 +122,7 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib (pip install matplotlib)")
     if model_dir is not None:
-        if not os.path.isdir(str(model_dir)):
-            raise UsageError(f"--model_dir {model_dir}: no such folder")
+        model_dir = cli.check_folder("--model_dir", str(model_dir))
         hp, label = load_hparams(model_dir), os.path.basename(os.path.normpath(str(model_dir)))
     elif str(model) in MODEL_SHAPES:
         hp, label = MODEL_SHAPES[str(model)], f"{model} (random weights)"

@@ -23,7 +23,7 @@ from ..constants import (BACKENDS, CHECKPOINT_FILES, DEFAULT_MODEL, DTYPES, EOT_
                          MODEL_FILES, MODEL_NAMES, OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
 from .argv import check_command, help_text
 from .errors import UsageError, fail, run, user_errors
-from .flags import (SamplingFlags, check_backend, check_device, check_dtype, check_flag, check_int,
+from .flags import (SamplingFlags, check_backend, check_device, check_dtype, check_flag, check_folder, check_int,
                     check_model_name, check_number, check_sampling_flags, default_length, fits_context)
 from .models import (PLACE_HINT, Loaded, ensure_model_files, missing_model_files, missing_model_message,
                      prepare_model, resolve_model_dir)
@@ -32,7 +32,7 @@ from .output import (PROMPT, StreamDecoder, cut_at_endoftext, isatty, print_samp
 
 __all__ = [
     "check_command", "help_text", "UsageError", "fail", "run", "user_errors",
-    "SamplingFlags", "check_backend", "check_device", "check_dtype", "check_flag", "check_int",
+    "SamplingFlags", "check_backend", "check_device", "check_dtype", "check_flag", "check_folder", "check_int",
     "check_model_name", "check_number", "check_sampling_flags", "default_length", "fits_context",
     "PLACE_HINT", "Loaded", "ensure_model_files", "missing_model_files", "missing_model_message",
     "prepare_model", "resolve_model_dir",
