@@ -7,8 +7,6 @@
 
 The machinery lives in :mod:`gpt2_common.bench` (what is measured and how: see its docstring).
 """
-import sys
-
 if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
     import _checkout  # noqa: F401
 from gpt2_common import cli
@@ -16,15 +14,7 @@ from gpt2_common.bench.run import benchmark
 
 
 def main() -> None:
-    """Console-script entry point: unknown flags are an error (fire would pass them on)."""
-    import inspect
-
-    known = set(inspect.signature(benchmark).parameters)
-    for arg in sys.argv[1:]:
-        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
-        if name and name not in known and not (name.startswith("no") and name[2:] in known) \
-                and name not in ("help", ""):
-            cli.fail(f"unknown flag --{name} (see --help)")
+    """Console-script entry point."""
     cli.run(benchmark, name="gpt2_benchmark")
 
 

@@ -14,7 +14,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli
 
 
-def convert(src, dst, to=None, overwrite=False):
+def convert(src, dst, *, to=None, overwrite=False):
     """Convert the model folder SRC into DST, bit-exact for the weights.
 
     SRC in the original layout (hparams.json, checkpoint, model.ckpt.*, encoder.json, vocab.bpe;

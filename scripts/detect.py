@@ -22,7 +22,7 @@ METHODS = ("logprob", "tfidf", "gltr")
 MODEL_METHODS = ("logprob", "gltr")  # the methods that load a GPT-2 model
 
 
-def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, fake_test=None,
+def detect(*, method='logprob', real_valid=None, fake_valid=None, real_test=None, fake_test=None,
            real_train=None, fake_train=None, data_dir=None, source=None, real_source='webtext',
            limit=None, max_tokens=256, stride=None, prepend_eot=True, backend='torch', device=None,
            model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, output=None, download=True,
@@ -65,7 +65,7 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
         fake_train: Generated training .jsonl (tfidf and gltr).
         data_dir: Folder with the dataset's files, named as above.
         source: The generated files' name (e.g. small-117M, xl-1542M-k40); also the "source" in
-            the JSON (default: taken from the generated test file's name).
+            the JSON (by default the generated test file's name).
         real_source: The real files' name in data_dir (default webtext).
         limit: Use only the first limit documents of each file.
         max_tokens: logprob, gltr: score each document's first max_tokens tokens (0: all of it).

@@ -12,7 +12,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli  # noqa: E402
 
 
-def download_dataset(names=None, splits=None, data_dir='data', base_url=None, retries=3):
+def download_dataset(names=None, splits=None, *, data_dir='data', base_url=None, retries=3):
     """Download NAME.SPLIT.jsonl for each name and split into DATA_DIR.
 
     Files already there are skipped; an interrupted download resumes where it stopped.

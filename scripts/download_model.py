@@ -12,7 +12,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli  # noqa: E402
 
 
-def download_model(model_name, models_dir='models', base_url=None, retries=3):
+def download_model(model_name, *, models_dir='models', base_url=None, retries=3):
     """Download the seven files of a released model into MODELS_DIR/MODEL_NAME.
 
     Files already there are skipped; an interrupted download resumes where it stopped.

@@ -15,7 +15,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli
 
 
-def lambada(data=None, data_dir='data', target='word', backend='torch', device=None, model_name=cli.DEFAULT_MODEL,
+def lambada(data=None, *, data_dir='data', target='word', backend='torch', device=None, model_name=cli.DEFAULT_MODEL,
             models_dir='models', model_dir=None, batch_size=16, stride=None, limit=None, json=False,
             progress=True, download=True):
     """LAMBADA accuracy and perplexity, as lm-evaluation-harness's lambada_openai defines them.
@@ -61,7 +61,7 @@ def lambada(data=None, data_dir='data', target='word', backend='torch', device=N
                                f"accuracy {out['accuracy']:.2f}%  perplexity {out['perplexity']:.2f}")
 
 
-def perplexity(file=None, detokenizer='none', backend='torch', device=None, model_name=cli.DEFAULT_MODEL,
+def perplexity(file=None, *, detokenizer='none', backend='torch', device=None, model_name=cli.DEFAULT_MODEL,
                models_dir='models', model_dir=None, batch_size=16, stride=None, limit=None, json=False,
                progress=True, download=True):
     """Perplexity of a text file: per token, bits per byte and per word (the harness's definitions).

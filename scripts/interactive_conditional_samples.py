@@ -12,7 +12,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli  # noqa: E402
 
 
-def interact_model(model_name=cli.DEFAULT_MODEL, seed=None, nsamples=1, batch_size=1, length=None,
+def interact_model(model_name=cli.DEFAULT_MODEL, *, seed=None, nsamples=1, batch_size=1, length=None,
                    temperature=1, top_k=0, top_p=1, models_dir='models', backend='torch',
                    device=None, model_dir=None, stop_at_endoftext=False, top_p_mode='original',
                    download=True, dtype='float32'):

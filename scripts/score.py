@@ -20,7 +20,7 @@ TOKEN_WIDTH = 24
 GLTR_TOP = 5  # alternatives shown on hover in the --html page
 
 
-def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEFAULT_MODEL, models_dir='models',
+def score(text=None, *, file=None, backend='torch', device=None, model_name=cli.DEFAULT_MODEL, models_dir='models',
           model_dir=None, stride=None, json=False, prepend_eot=True, max_tokens=None, limit=None,
           download=True, dtype='float32', html=None, plot=None, output=None, batch_docs=64,
           pad=False, progress=True):
@@ -202,8 +202,10 @@ def _read_stdin():
     data = sys.stdin.buffer.read()
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise cli.UsageError("stdin is not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        from gpt2_common.utf8 import describe
+
+        raise cli.UsageError(f"stdin: {describe(e)}") from None
 
 
 def table(result, encoder):

@@ -17,7 +17,7 @@ if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ fir
 from gpt2_common import cli  # noqa: E402
 
 
-def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, run_name='run1',
+def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, run_name='run1',
           checkpoint_dir='checkpoint', steps=1000, batch_size=1, learning_rate=1e-4, accumulate_gradients=1,
           optimizer='adam', restore_from='latest', sample_every=100, sample_length=64, sample_num=1,
           save_every=1000, val_every=100, val_batch_count=8, val_dataset=None, val_fraction=0.0,
@@ -113,7 +113,7 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         cli.check_flag(name, flag)
     if not isinstance(run_name, str) or not run_name:
         raise cli.UsageError(f"--run_name must be a name, got {run_name!r}")
-    cli.check_model_name(run_name)
+    cli.check_model_name(run_name, what="run name", example="run1", path_flag="--checkpoint_dir for another parent folder")
     run = RunFolder(os.path.join(os.path.expanduser(str(checkpoint_dir)), run_name))
     run.check_writable()  # a file in the way, or no permission: before anything is loaded
     world = detect(backend)  # torchrun's or TF_CONFIG's ranks; alone without a launcher

@@ -73,8 +73,9 @@ def test_encode_cli(tmp_path, vocab_dir):
     d = docs_folder(tmp_path, 4)
     out = tmp_path / "o.bin"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "encode.py"), str(d), str(out), "--model_dir", str(vocab_dir)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    # --vocab_dir: the vocabulary alone, no model folder (the README's recipe on a machine with no weights)
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "encode.py"), str(d), str(out), "--vocab_dir", str(vocab_dir)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "4 documents" in r.stdout and out.stat().st_size > 0
     (d / "bad.txt").write_bytes(b"\xff")
@@ -83,3 +84,28 @@ def test_encode_cli(tmp_path, vocab_dir):
     assert r.returncode == 2 and "bad.txt" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out2.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    # no vocabulary at all (no models/124M here): one line that says how to give one
+    r = subprocess.run(cmd[:3] + [str(out2)], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {os.path.join('models', '124M')}: no GPT-2 vocabulary"), r.stderr
+    assert "--vocab_dir" in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not out2.exists()
+
+
+def test_checkpoint_pointer_lists_every_kept_save(tmp_path):
+    """--keep N keeps N saves, and the ``checkpoint`` pointer lists them (all_model_checkpoint_paths,
+    oldest first, as TensorFlow's saver writes it); the latest is model_checkpoint_path."""
+    from gpt2_common.checkpoint import resolve_checkpoint_prefix
+    from gpt2_common.train.run import RunFolder
+
+    run = RunFolder(str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    weights = {"model/w": np.zeros((2, 2), np.float32)}
+    expected = {1: ["model-1"], 2: ["model-1", "model-2"], 3: ["model-2", "model-3"], 4: ["model-3", "model-4"]}
+    for step, kept in expected.items():
+        run.save(step, weights, {}, {}, {"step": step}, keep=2)
+        text = (tmp_path / "run" / "checkpoint").read_text()
+        assert text == f'model_checkpoint_path: "model-{step}"\n' + "".join(
+            f'all_model_checkpoint_paths: "{k}"\n' for k in kept), text
+        assert run.steps() == [int(k.split("-")[1]) for k in kept]
+    assert resolve_checkpoint_prefix(str(tmp_path / "run")) == str(tmp_path / "run" / "model-4")
+    run.save(5, weights, {}, {}, {"step": 5}, keep=0)  # 0: keep all
+    assert (tmp_path / "run" / "checkpoint").read_text().count("all_model_checkpoint_paths") == 3

@@ -22,7 +22,7 @@ import os
 import re
 import struct
 import tempfile
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -286,9 +286,11 @@ def _string_tensor_bytes(a: np.ndarray) -> Tuple[bytes, int]:
 
 
 def write_checkpoint(directory: PathLike, tensors: Mapping[str, np.ndarray],
-                     prefix: str = "model.ckpt") -> str:
+                     prefix: str = "model.ckpt", kept: Sequence[str] = ()) -> str:
     """Write ``tensors`` as a single-shard TF checkpoint ``<directory>/<prefix>`` and point the
-    directory's ``checkpoint`` file at it; returns the prefix path.
+    directory's ``checkpoint`` file at it; returns the prefix path. As TensorFlow's saver does,
+    the ``checkpoint`` file lists every checkpoint kept (``kept``: older prefixes in the same
+    directory, oldest first) and this one last as ``all_model_checkpoint_paths``.
 
     Files are written under temporary names and renamed when complete (data, then index, then
     ``checkpoint``), so a crash never leaves a half-written file under a final name.
@@ -334,9 +336,12 @@ def write_checkpoint(directory: PathLike, tensors: Mapping[str, np.ndarray],
             f.write(build_table(items))
         f, state_tmp = temp_file("checkpoint")
         with f:
-            quoted = prefix.replace("\\", "\\\\").replace('"', '\\"')
-            f.write(f'model_checkpoint_path: "{quoted}"\n'
-                    f'all_model_checkpoint_paths: "{quoted}"\n'.encode("utf-8"))
+            def quoted(p: str) -> str:
+                return p.replace("\\", "\\\\").replace('"', '\\"')
+
+            f.write((f'model_checkpoint_path: "{quoted(prefix)}"\n' + "".join(
+                f'all_model_checkpoint_paths: "{quoted(p)}"\n' for p in [*(k for k in kept if k != prefix), prefix]
+            )).encode("utf-8"))
         for name in temps:  # mkstemp's 0600 is for the temporary names only
             os.chmod(name, file_mode())
         os.replace(data_tmp, final + ".data-00000-of-00001")

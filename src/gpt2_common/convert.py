@@ -40,7 +40,7 @@ class ConvertError(CheckpointError):
 def detect_layout(path: str) -> str:
     """``"hf"`` or ``"original"`` for the model folder ``path``; :class:`ConvertError` otherwise."""
     if not os.path.isdir(path):
-        raise ConvertError(f"{path}: no such folder")
+        raise ConvertError(f"{path}: " + ("is a file, not a folder" if os.path.exists(path) else "no such folder"))
     if hf_folder(path) is not None:
         return HF_LAYOUT
     names = os.listdir(path)

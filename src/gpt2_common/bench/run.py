@@ -56,7 +56,7 @@ def column_settings(column: str, xla: bool) -> Dict[str, Any]:
             "xla": xla and not column.endswith("-noxla")}
 
 
-def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
+def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
               json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
               train_context=256, baseline=None, baseline_rounds=10, hooks=0):
@@ -88,7 +88,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         train_batch: Batch of the training rows.
         train_context: Tokens per sequence of the training rows.
         baseline: Another checkout of the toolkit (its root or its src/ folder, e.g. made with
-            ``git worktree add DIR REV``): instead of the report, compare this checkout with it,
+            ``git worktree add DIR REV``); instead of the report, compare this checkout with it,
             prefill and decode of every column in lockstep (see gpt2_common.bench.compare).
         baseline_rounds: Rounds of the --baseline comparison (one timed run per side each).
         hooks: Also time run_with_cache of every named activation over this many tokens against
@@ -124,8 +124,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib (pip install matplotlib)")
     if model_dir is not None:
-        if not os.path.isdir(str(model_dir)):
-            raise UsageError(f"--model_dir {model_dir}: no such folder")
+        model_dir = cli.check_folder("--model_dir", str(model_dir))
         hp, label = load_hparams(model_dir), os.path.basename(os.path.normpath(str(model_dir)))
     elif str(model) in MODEL_SHAPES:
         hp, label = MODEL_SHAPES[str(model)], f"{model} (random weights)"

@@ -41,15 +41,28 @@ def check_device(device: Optional[str]) -> Optional[str]:
     return device.lower()
 
 
-def check_model_name(model_name: Any) -> str:
-    """A model name must be one folder name: no path separators, not ``.`` or ``..``."""
+def check_model_name(model_name: Any, what: str = "model name", example: str = "124M",
+                     path_flag: str = "--model_dir for a path") -> str:
+    """A model name (or, with ``what="run name"``, a run name) must be one folder name: no path
+    separators, not ``.`` or ``..``. ``example`` and ``path_flag`` finish the error's hint."""
     if not isinstance(model_name, str) or not model_name:
-        raise UsageError(f"model name must be a name such as 124M, got {model_name!r}")
+        raise UsageError(f"{what} must be a name such as {example}, got {model_name!r}")
     seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
     if any(s in model_name for s in seps) or model_name in (".", "..") or "\0" in model_name:
-        raise UsageError(f"invalid model name {model_name!r}: give a name such as 124M "
-                         "(use --model_dir for a path)")
+        raise UsageError(f"invalid {what} {model_name!r}: give a name such as {example} "
+                         f"(use {path_flag})")
     return model_name
+
+
+def check_folder(flag: str, path: Any) -> str:
+    """``path`` (``~`` expanded) if it is an existing folder; else one line: no such folder, or a
+    file where a folder is wanted."""
+    if not isinstance(path, str) or not path:
+        raise UsageError(f"{flag} must be a folder path, got {path!r}")
+    path = os.path.expanduser(path)
+    if not os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: " + ("is a file, not a folder" if os.path.exists(path) else "no such folder"))
+    return path
 
 
 def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> Optional[int]:

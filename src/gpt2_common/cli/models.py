@@ -28,7 +28,10 @@ def resolve_model_dir(model_name: Any, models_dir: Any, model_dir: Any = None) -
     if model_dir is not None:
         if not isinstance(model_dir, str) or not model_dir:
             raise UsageError(f"--model_dir must be a path, got {model_dir!r}")
-        return os.path.expanduser(os.path.expandvars(model_dir)), None
+        path = os.path.expanduser(os.path.expandvars(model_dir))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"--model_dir {path}: is a file, not a folder")
+        return path, None
     if not isinstance(models_dir, str) or not models_dir:
         raise UsageError(f"--models_dir must be a path, got {models_dir!r}")
     models_dir = os.path.expanduser(os.path.expandvars(models_dir))
@@ -74,6 +77,8 @@ def missing_model_files(model_dir: str) -> List[str]:
 def missing_model_message(model_dir: str, name: Optional[str], missing: Sequence[str],
                           reason: Optional[str] = None) -> str:
     """The one line that says what to place where."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        return f"{model_dir}: is a file, not a model folder"
     what = "model directory not found" if not os.path.isdir(model_dir) else \
         f"model files missing ({', '.join(missing)})"
     if reason:

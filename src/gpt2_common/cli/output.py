@@ -145,9 +145,15 @@ def read_prompts(stdin: Optional[TextIO] = None, out: Optional[TextIO] = None,
     """Yield prompts as the original loop read them: ask with ``prompt``, re-ask on an empty line
     ("Prompt should not be empty!"), stop at end of input (after a newline, so the output ends
     cleanly). Works on pipes and files as well as terminals (where ``input()`` adds line editing).
+    Input that is not UTF-8 is refused (:class:`UsageError` naming the byte offset), as every other
+    reader of text does (:mod:`gpt2_common.utf8`).
     """
+    from ..utf8 import describe
+
     stdin, out = stdin or sys.stdin, out or sys.stdout
     tty = stdin is sys.stdin and out is sys.stdout and isatty(stdin) and isatty(out)
+    raw = getattr(stdin, "buffer", None) if stdin is sys.stdin and not tty else None
+    offset = 0  # bytes of stdin read so far (a pipe or file: read as bytes, decoded line by line)
     while True:
         if tty:
             try:
@@ -156,10 +162,20 @@ def read_prompts(stdin: Optional[TextIO] = None, out: Optional[TextIO] = None,
                 out.write("\n")
                 out.flush()
                 return
+            except UnicodeDecodeError as e:
+                raise UsageError(f"prompt: {describe(e)} of the line") from None
         else:
             out.write(prompt)
             out.flush()
-            line = stdin.readline()
+            if raw is not None:
+                data = raw.readline()
+                try:
+                    line = data.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UsageError(f"stdin: {describe(e, offset)}") from None
+                offset += len(data)
+            else:
+                line = stdin.readline()
             if not line:
                 out.write("\n")
                 out.flush()
@@ -181,8 +197,9 @@ def isatty(stream: Any) -> bool:
 
 
 def setup_text_streams() -> None:
-    """Never die on a character the terminal's encoding lacks, or on undecodable input bytes."""
-    for stream in (sys.stdout, sys.stdin):
+    """Never die on a character the terminal's encoding lacks (input that is not UTF-8 is refused
+    by its reader instead, naming the byte: :mod:`gpt2_common.utf8`)."""
+    for stream in (sys.stdout,):
         try:
             stream.reconfigure(errors="replace")
         except (AttributeError, ValueError, OSError):

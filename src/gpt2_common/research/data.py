@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utf8 import first_bad_byte
 from .score import ResearchError
 
 SPLITS = ("train", "valid", "test")
@@ -63,7 +64,7 @@ def _reading(path: str) -> Iterator[None]:
     except FileNotFoundError:
         raise ResearchError(f"file not found: {path}") from None
     except UnicodeDecodeError:
-        raise ResearchError(f"{path}: not UTF-8 text") from None
+        raise ResearchError(f"{path}: {first_bad_byte(path)}") from None
     except OSError as e:
         raise ResearchError(f"cannot read {path}: {e.strerror or e}") from None
 

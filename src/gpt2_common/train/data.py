@@ -23,6 +23,7 @@ import numpy as np
 
 from ..constants import EOT_TOKEN
 from ..safeio import file_mode
+from ..utf8 import first_bad_byte
 
 TOKEN_DTYPE = np.dtype("<u2")
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".text", ".jsonl", "")
@@ -74,8 +75,8 @@ def iter_documents(files: Iterable[str]) -> Iterator[str]:
             else:
                 with open(path, encoding="utf-8") as f:
                     yield f.read()
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: {first_bad_byte(path)}") from None
         except OSError as e:
             raise DataError(f"{path}: cannot read ({e.strerror})") from None
 
@@ -138,17 +139,21 @@ def encode_corpus(inputs: Sequence[str], out: str, encoder, val_fraction: float 
     names unless every input was read and encoded."""
     files = expand_inputs(inputs)
     writers = [_TokenWriter(out)] + ([_TokenWriter(validation_path(out))] if val_fraction > 0 else [])
-    docs = [0, 0]
+    docs, text = [0, 0], 0
     try:
         bar = _progress(sum(os.path.getsize(p) for p in files), "encoding", "B", progress)
-        for i, text in enumerate(iter_documents(files)):
+        for i, doc in enumerate(iter_documents(files)):
             part = int(is_validation_document(i, val_fraction, seed))
-            writers[part].write(encoder.encode(text) + [EOT_TOKEN])
+            writers[part].write(encoder.encode(doc) + [EOT_TOKEN])
             docs[part] += 1
-            bar.update(len(text.encode("utf-8", "surrogatepass")))
+            text += len(doc)
+            bar.update(len(doc.encode("utf-8", "surrogatepass")))
         bar.close()
+        named = inputs if isinstance(inputs, str) else ", ".join(map(str, inputs))
         if docs[0] + docs[1] == 0:
-            raise DataError(f"{', '.join(map(str, inputs))}: no documents found")
+            raise DataError(f"{named}: no documents found")
+        if text == 0:  # only <|endoftext|> tokens: nothing gpt2_train could learn from (it refuses it too)
+            raise DataError(f"{named}: empty: no text to encode")
         for w in writers:
             w.commit()
     except BaseException:

@@ -2,7 +2,8 @@
 
     <checkpoint_dir>/<run_name>/
         hparams.json encoder.json vocab.bpe    as a released model folder
-        checkpoint                            model_checkpoint_path: "model-<step>" (the latest)
+        checkpoint                            model_checkpoint_path: "model-<step>" (the latest), and
+                                              all_model_checkpoint_paths: each save kept, oldest first
         model-<step>.index, .data-00000-of-00001
         train-<step>.npz                      optimizer state (m/<name>, v/<name>), framework RNG
                                               state, and a JSON record (step, sampler position ...)
@@ -180,11 +181,12 @@ class RunFolder:
         arrays.update({"opt/" + k: v for k, v in optimizer.items()})
         arrays.update({"rng/" + k: v for k, v in rng.items()})
         _atomic_write(os.path.join(self.path, f"train-{step}.npz"), lambda f: np.savez(f, **arrays))
-        prefix = write_checkpoint(self.path, weights, prefix=f"model-{step}")
-        if keep:
-            older = [s for s in self.steps() if s != step]
-            for s in older[:max(0, len(older) - (keep - 1))]:
-                self.remove(s)
+        older = [s for s in self.steps() if s != step]
+        gone = older[:max(0, len(older) - (keep - 1))] if keep else []
+        prefix = write_checkpoint(self.path, weights, prefix=f"model-{step}",
+                                  kept=[f"model-{s}" for s in older if s not in gone])  # listed, as TF's saver does
+        for s in gone:
+            self.remove(s)
         return prefix
 
     def remove(self, step: int) -> None:
