@@ -153,7 +153,7 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
             else:
                 print(table(result, enc))
                 print(summary_line(result))
-            _write_gltr(views, result, enc)
+            _write_gltr(views, result, enc, f"model {path} on the {backend} backend ({dtype})")
     except research.ResearchError as e:
         raise cli.UsageError(str(e)) from None
 
@@ -165,12 +165,12 @@ def _gltr_paths(html, plot):
     return {k: check_output_path(v, f"--{k}") for k, v in (("html", html), ("plot", plot)) if v is not None}
 
 
-def _write_gltr(views, result, encoder):
-    """Write the GLTR page and/or histogram asked for (issue 16)."""
+def _write_gltr(views, result, encoder, made_by=""):
+    """Write the GLTR page and/or histogram asked for (issue 16); ``made_by`` names the model."""
     from gpt2_common import gltr
 
     if "html" in views:
-        gltr.write_html(views["html"], result, encoder)
+        gltr.write_html(views["html"], result, encoder, made_by=made_by)
     if "plot" in views:
         gltr.plot_histogram(views["plot"], gltr.bucket_counts(result.ranks))
 

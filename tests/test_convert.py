@@ -5,6 +5,7 @@ Small random models only, except the slow 124M-shape peak-memory check.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -84,8 +85,9 @@ def hf_dir(orig, tmp_path_factory):
 def test_original_to_hf_to_original_is_bit_exact(orig, hf_dir, tmp_path):
     from gpt2_common.convert import convert_model
 
-    assert sorted(os.listdir(hf_dir)) == ["config.json", "merges.txt", "model.safetensors",
-                                          "tokenizer_config.json", "vocab.json"]
+    tokenizer = ["tokenizer.json"] if importlib.util.find_spec("tokenizers") else []
+    assert sorted(os.listdir(hf_dir)) == sorted(["config.json", "merges.txt", "model.safetensors",
+                                                 "tokenizer_config.json", "vocab.json"] + tokenizer)
     config = json.loads((hf_dir / "config.json").read_text())
     assert config["architectures"] == ["GPT2LMHeadModel"] and config["activation_function"] == "gelu_new"
     assert (config["n_embd"], config["n_layer"], config["n_positions"]) == (32, 2, 64)
@@ -124,6 +126,65 @@ def test_training_run_folder_converts(orig, tmp_path):
     convert_model(run, tmp_path / "hf")
     convert_model(tmp_path / "hf", tmp_path / "back")
     assert_same_arrays(weights, read_checkpoint(tmp_path / "back"))
+
+
+# ------------------------------------------------------------------- tokenizer.json (transformers 5)
+@pytest.fixture(scope="module")
+def tokenizer_json_only(orig, hf_dir, tmp_path_factory):
+    """``hf_dir`` with the vocabulary transformers' own GPT2TokenizerFast (built offline from the
+    real vocabulary files) saves: in transformers 5, tokenizer.json and no vocab.json/merges.txt."""
+    transformers = need("transformers")
+    d = tmp_path_factory.mktemp("tokjson") / "hf"
+    shutil.copytree(hf_dir, d, ignore=shutil.ignore_patterns("vocab.json", "merges.txt", "tokenizer*"))
+    tok = transformers.GPT2TokenizerFast(vocab=str(orig / "encoder.json"), merges=str(orig / "vocab.bpe"))
+    tok.save_pretrained(d)
+    for f in ("vocab.json", "merges.txt"):
+        (d / f).unlink(missing_ok=True)  # what transformers 5 writes (4.x also wrote these)
+    assert "tokenizer.json" in os.listdir(d)
+    return d, tok
+
+
+def test_reads_tokenizer_json_only_folder(orig, tokenizer_json_only, tmp_path, capsys, monkeypatch):
+    from gpt2_common.constants import VOCAB_SHA256
+    from gpt2_common.encoder import load_encoder
+
+    folder, tok = tokenizer_json_only
+    ours, want = load_encoder(folder), load_encoder(orig)
+    assert ours.encoder == want.encoder and ours.bpe_ranks == want.bpe_ranks
+    for text in TEXTS + ["café 東京 😀"]:
+        assert ours.encode(text) == want.encode(text) == tok.encode(text)
+    code, out, err = convert_cli(capsys, monkeypatch, folder, tmp_path / "orig")
+    assert code == 0, err
+    import hashlib
+
+    for f in ("encoder.json", "vocab.bpe"):  # written back byte for byte as released
+        assert hashlib.sha256((tmp_path / "orig" / f).read_bytes()).hexdigest() == VOCAB_SHA256[f]
+
+
+def test_writes_tokenizer_json(orig, hf_dir):
+    tokenizers = need("tokenizers")
+    from gpt2_common.encoder import load_encoder
+
+    theirs, ours = tokenizers.Tokenizer.from_file(str(hf_dir / "tokenizer.json")), load_encoder(orig)
+    for text in TEXTS + ["café 東京 😀<|endoftext|> x"]:
+        assert theirs.encode(text).ids == ours.encode(text, allow_endoftext=True)
+        assert theirs.decode(ours.encode(text, allow_endoftext=True), skip_special_tokens=False) == text
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda j: j["model"].update(type="WordPiece"), "a WordPiece tokenizer"),
+    (lambda j: j.update(pre_tokenizer={"type": "Metaspace"}, normalizer={"type": "NFC"}),
+     "normalizer NFC, pre-tokenizer Metaspace"),
+    (lambda j: j["pre_tokenizer"].update(add_prefix_space=True), "add_prefix_space"),
+    (lambda j: j["added_tokens"].append({"id": 50257, "content": "<pad>"}), "'<pad>' (id 50257)"),
+    (lambda j: j["model"]["merges"].append(["Ġ", "zzz"]), "not in its vocabulary"),
+])
+def test_refuses_tokenizer_json_not_gpt2_bpe(tokenizer_json_only, tmp_path, capsys, monkeypatch, change, needle):
+    bad = copy_hf(tokenizer_json_only[0], tmp_path)
+    data = json.loads((bad / "tokenizer.json").read_text(encoding="utf-8"))
+    change(data)
+    (bad / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    assert_refused(capsys, monkeypatch, bad, tmp_path / "out", "tokenizer.json", needle)
 
 
 # ------------------------------------------------------------ transformers agrees with both backends

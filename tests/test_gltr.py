@@ -8,11 +8,13 @@ tell the model's own samples (top-10 sampling: ranks stay low) from random word 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import need
+from conftest import need, unavailable
 
 from gpt2_common import gltr, research
 from test_research import WORDS_A, WORDS_B, assert_user_error, log_softmax64, run_script
@@ -96,12 +98,74 @@ def test_score_html_and_plot_match_the_scores(tiny_model_dir, tmp_path):
     expected = gltr.bucket_counts(scores["ranks"]).tolist()
     assert [parsed.counts[k] for k in range(4)] == expected == parsed.bars
     assert sum(expected) == scores["n_tokens"]
-    for t in parsed.tokens:  # hover: rank, probability, 5 alternatives
-        assert t["tip"].startswith(f"rank {t['rank']}   p = ") and t["tip"].count("\n  ") == 5
+    for t in parsed.tokens:  # hover: the token, rank, probability, 5 alternatives
+        token, rank = t["tip"].split("\n")[:2]
+        assert token.startswith("token ") and " (id " in token, t["tip"]
+        assert rank.startswith(f"rank {t['rank']}   p = ") and t["tip"].count("\n  ") == 5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
     assert matplotlib.image.imread(str(png)).shape[:2] == (320, 500)
+
+
+# a character split over byte-level tokens (東, 😀), newlines, and a line long enough to wrap
+BROWSER_TEXT = ("café 東京 😀 and a long line of plain words that goes on until it wraps at the right "
+                "edge of the page, so that the last tokens sit near that edge.\nSecond line.\n\nThird.")
+
+
+def chromium_page(viewport):
+    """A Playwright page in Debian's headless Chromium (``apt-get install chromium``; Playwright
+    cannot download its own browser here), and a function to close it."""
+    sync = need("playwright.sync_api")
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(exe):
+        unavailable("no chromium executable (apt-get install chromium)")
+    pw = sync.sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=exe, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+    def close():
+        browser.close()
+        pw.stop()
+
+    return browser.new_page(viewport=viewport), close
+
+
+def test_gltr_page_in_a_browser(tiny_model_dir, tmp_path):
+    """Rendered by Chromium: the text reads back whole (no U+FFFD), every token has a box to hover
+    (a continuation-only piece of a character, a newline), each hover box shows its token and stays
+    inside the window, under the token, and the page names the model and backend."""
+    page_path = tmp_path / "view.html"
+    p = run_script("score", "--file", _write(tmp_path / "t.txt", BROWSER_TEXT), "--model_dir",
+                   tiny_model_dir, "--json", "--html", page_path)
+    assert p.returncode == 0, p.stderr
+    n_tokens = json.loads(p.stdout)["n_tokens"]
+    width = 640
+    page, close = chromium_page({"width": width, "height": 900})
+    try:
+        page.goto(page_path.as_uri())
+        assert page.inner_text("#text") == BROWSER_TEXT
+        made_by = page.inner_text("#made-by")
+        assert "torch" in made_by and str(tiny_model_dir) in made_by and "float32" in made_by
+        tokens = page.query_selector_all("#text .tok")
+        assert len(tokens) == n_tokens
+        assert len(page.query_selector_all("#text .tok.part")) >= 2  # pieces of 東 and 😀
+        assert len(page.query_selector_all("#text .tok.nl")) >= 2
+        for i, tok in enumerate(tokens):  # hover the widest of its boxes (a token may wrap)
+            rects = tok.evaluate("e => Array.from(e.getClientRects(), r => [r.x, r.y, r.width, r.height])")
+            x, y, w, h = max(rects, key=lambda r: r[2]) if rects else (0, 0, 0, 0)
+            assert w >= 3 and h >= 5, (i, tok.inner_text(), rects)
+            page.mouse.move(x + w / 2, y + h / 2)
+            tip = tok.query_selector(".tip")
+            box = tip.bounding_box()
+            assert tip.is_visible() and box, i
+            assert 0 <= box["x"] and box["x"] + box["width"] <= width, (i, box)
+            assert y < box["y"] <= y + 3 * h, (i, (x, y, w, h), box)  # under the token's line
+            assert tip.inner_text().startswith("token "), tip.inner_text()
+            assert "\ufffd" not in tip.inner_text()
+    finally:
+        close()
 
 
 def _write(path, text):

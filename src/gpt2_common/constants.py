@@ -45,6 +45,9 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch
 """Where a Hugging Face folder keeps its weights, in the order they are looked for."""
 HF_VOCAB_FILES = ("vocab.json", "merges.txt")
 """Hugging Face's names for ``encoder.json`` and ``vocab.bpe`` (same contents)."""
+HF_TOKENIZER_FILE = "tokenizer.json"
+"""The ``tokenizers`` library's file, which holds the vocabulary and the merges together (the only
+vocabulary file transformers 5's ``save_pretrained`` writes)."""
 HF_LAYOUT, ORIGINAL_LAYOUT = "hf", "original"
 """The two model-folder layouts the toolkit reads and writes (``gpt2_convert --to``)."""
 GLTR_BUCKETS = (10, 100, 1000)

@@ -1,7 +1,8 @@
 """Model folders converted between OpenAI's original layout and Hugging Face's (``gpt2_convert``).
 
     original (hparams.json, checkpoint, model.ckpt.*, encoder.json, vocab.bpe)
-        <->  Hugging Face (config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json)
+        <->  Hugging Face (config.json, model.safetensors, vocab.json, merges.txt, tokenizer.json,
+             tokenizer_config.json; read with tokenizer.json as its only vocabulary file too)
 
 The weights go over bit-exact (names and a leading 1 of the matrices' shapes change, see
 :mod:`gpt2_common.hf`). Everything is written into a temporary folder beside ``dst``, checked by
@@ -16,15 +17,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .checkpoint import CheckpointError, list_variables, read_checkpoint, write_checkpoint
-from .constants import (ENDOFTEXT, HF_CONFIG_FILE, HF_LAYOUT, HF_VOCAB_FILES, ORIGINAL_LAYOUT,
-                        VOCAB_FILES)
+from .constants import (ENDOFTEXT, HF_CONFIG_FILE, HF_LAYOUT, HF_TOKENIZER_FILE, HF_VOCAB_FILES,
+                        ORIGINAL_LAYOUT, VOCAB_FILES)
+from .encoder import read_vocab, write_vocab
 from .hf import (HFTensors, config_from_hparams, few, hf_folder, hf_name, read_hf_config, to_hf,
-                 vocab_paths)
+                 tokenizer_file, vocab_paths)
 from .hparams import HParams, load_hparams, save_hparams
 from .weights import expected_shapes
 
@@ -113,16 +115,53 @@ def _write_hf(out: str, hp: HParams, tensors: Mapping) -> None:
         f.write("\n")
 
 
-def _copy_vocab(src: str, out: str, to: str) -> List[str]:
-    """Copy the vocabulary under ``to``'s file names; returns warnings (no vocabulary in ``src``)."""
-    sources = vocab_paths(src)
-    if not all(os.path.isfile(p) for p in sources):
-        return [f"{src} has no vocabulary ({' and '.join(os.path.basename(p) for p in sources)}): "
-                "the converted folder has none either"]
-    names = HF_VOCAB_FILES if to == HF_LAYOUT else VOCAB_FILES
-    for source, name in zip(sources, names):
-        shutil.copyfile(source, os.path.join(out, name))
-    return []
+def _has_vocab(src: str) -> bool:
+    """Whether the model folder ``src`` has a vocabulary (files, or a lone ``tokenizer.json``)."""
+    return tokenizer_file(src) is not None or all(os.path.isfile(p) for p in vocab_paths(src))
+
+
+def _write_vocab(src: str, out: str, to: str, vocab: Optional[tuple]) -> List[str]:
+    """The vocabulary ``read_vocab(src)`` gave (``None``: there is none) under ``to``'s file names:
+    files copied as they are, or written from a lone ``tokenizer.json`` (GPT-2's come out byte
+    for byte as released). To Hugging Face, ``tokenizer.json`` too (built with the ``tokenizers``
+    library when installed, else copied from ``src`` if it has one). Returns warnings."""
+    if vocab is None:
+        return [f"{src} has no vocabulary ({' and '.join(os.path.basename(p) for p in vocab_paths(src))}, "
+                f"or {HF_TOKENIZER_FILE}): the converted folder has none either"]
+    encoder, merges, sources = vocab
+    names = [os.path.join(out, n) for n in (HF_VOCAB_FILES if to == HF_LAYOUT else VOCAB_FILES)]
+    if sources[0] == sources[1]:  # tokenizer.json
+        write_vocab(encoder, merges, *names)
+    else:
+        for source, name in zip(sources, names):
+            shutil.copyfile(source, name)
+    if to != HF_LAYOUT:
+        return []
+    if write_tokenizer_json(encoder, merges, os.path.join(out, HF_TOKENIZER_FILE)):
+        return []
+    if sources[0] == sources[1]:
+        shutil.copyfile(sources[0], os.path.join(out, HF_TOKENIZER_FILE))
+        return []
+    return [f"the 'tokenizers' package is not installed: no {HF_TOKENIZER_FILE} written "
+            f"({' and '.join(HF_VOCAB_FILES)} are, which transformers also reads)"]
+
+
+def write_tokenizer_json(encoder: Dict[str, int], merges: Sequence[Tuple[str, str]], path: str) -> bool:
+    """Write GPT-2's BPE as a ``tokenizer.json`` with the ``tokenizers`` library (what
+    ``GPT2TokenizerFast`` builds: byte-level BPE, no prefix space, ``<|endoftext|>`` special);
+    ``False`` if that library is not installed."""
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    except ImportError:
+        return False
+    tokenizer = Tokenizer(models.BPE(vocab=dict(encoder), merges=[tuple(m) for m in merges]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    if ENDOFTEXT in encoder:
+        tokenizer.add_special_tokens([AddedToken(ENDOFTEXT, special=True, normalized=False)])
+    tokenizer.save(path)
+    return True
 
 
 def _tokenizer_config(out: str, hp: HParams) -> None:
@@ -171,10 +210,8 @@ def convert_model(src: str, dst: str, to: Optional[str] = None, overwrite: bool 
     _check_dst(src, dst, overwrite)
     folder = hf_folder(src)
     hp = read_hf_config(folder) if layout == HF_LAYOUT else load_hparams(src)
-    if all(os.path.isfile(p) for p in vocab_paths(folder or src)):
-        from .encoder import load_encoder
-
-        load_encoder(folder or src)  # a broken vocabulary is refused before anything is written
+    # a broken vocabulary is refused before anything is written
+    vocab = read_vocab(folder or src) if _has_vocab(folder or src) else None
     tensors = HFTensors(folder, hp) if layout == HF_LAYOUT else OriginalTensors(src, hp)
     parent = os.path.dirname(os.path.abspath(dst))
     created, d, tmp = [], parent, None  # folders this call creates, innermost first
@@ -187,7 +224,7 @@ def convert_model(src: str, dst: str, to: Optional[str] = None, overwrite: bool 
         with tqdm(total=len(tensors), unit="tensor", desc=f"to {to}", disable=not progress) as bar:
             counted = _Counted(tensors, bar.update)
             (_write_hf if to == HF_LAYOUT else _write_original)(tmp, hp, counted)
-        warnings = _copy_vocab(folder or src, tmp, to)
+        warnings = _write_vocab(folder or src, tmp, to, vocab)
         if to == HF_LAYOUT:
             _tokenizer_config(tmp, hp)
         _verify(tmp, to, hp)

@@ -32,7 +32,7 @@ from .constants import ENDOFTEXT
 from .constants import EOT_TOKEN as EOT
 
 __all__ = ["EOT", "ENDOFTEXT", "EncoderError", "Encoder", "bytes_to_unicode", "get_encoder",
-           "load_encoder"]
+           "load_encoder", "read_vocab", "write_vocab"]
 
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """The pre-tokenisation regex of the original (splits text into words before BPE)."""
@@ -215,14 +215,17 @@ class Encoder:
     def decode(self, tokens: Iterable[int]) -> str:
         """Text of token ids; bytes that do not form complete UTF-8 characters (a token sequence
         cut inside a character) become U+FFFD (with the default ``errors="replace"``)."""
+        return self.decode_bytes(tokens).decode("utf-8", errors=self.errors)
+
+    def decode_bytes(self, tokens: Iterable[int]) -> bytes:
+        """The bytes of token ids (a token may hold part of a UTF-8 character)."""
         table = self._bytes
         if not isinstance(tokens, (list, tuple)):
             tokens = list(tokens)  # may be read twice below
         try:
-            data = b"".join([table[t] for t in tokens])
+            return b"".join([table[t] for t in tokens])
         except (KeyError, TypeError):  # numpy/torch scalars, bad ids: check one by one
-            data = b"".join([table[self._check_id(t)] for t in tokens])
-        return data.decode("utf-8", errors=self.errors)
+            return b"".join([table[self._check_id(t)] for t in tokens])
 
     def _check_id(self, token: object) -> int:
         """``token`` as a valid id, or :class:`EncoderError` naming it."""
@@ -248,16 +251,75 @@ def _read(path: str) -> str:
         raise EncoderError(f"cannot read vocabulary file {path}: {e}") from None
 
 
-def load_encoder(model_dir: PathLike) -> Encoder:
-    """The :class:`Encoder` from ``encoder.json`` and ``vocab.bpe`` in ``model_dir`` (in a Hugging
-    Face folder: the same files named ``vocab.json`` and ``merges.txt``)."""
-    from .hf import vocab_paths
-
-    enc_path, bpe_path = vocab_paths(model_dir)
+def _tokenizer_json(path: str) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    """``(encoder, merges)`` of a Hugging Face ``tokenizer.json`` that is GPT-2's byte-level BPE
+    (a BPE model, GPT-2's byte-level pre-tokenizer without a prefix space, no normalizer, no
+    dropout or subword affixes, added tokens only ones the vocabulary has under the same ids);
+    anything else is a one-line :class:`EncoderError`. The vocabulary itself is checked by the
+    caller, as encoder.json's is."""
     try:
-        encoder = json.loads(_read(enc_path))
+        data = json.loads(_read(path))
     except json.JSONDecodeError as e:
-        raise EncoderError(f"invalid JSON in {enc_path}: {e}") from None
+        raise EncoderError(f"invalid JSON in {path}: {e}") from None
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or "merges" not in model:
+        what = model.get("type", "no BPE merges") if isinstance(model, dict) else "no model"
+        raise EncoderError(f"{path}: a {what} tokenizer, not GPT-2's byte-level BPE")
+
+    def kind(part: str) -> str:
+        v = data.get(part)
+        return "none" if v is None else str(v.get("type")) if isinstance(v, dict) else repr(v)
+
+    pre = data.get("pre_tokenizer") or {}
+    wrong = [f"normalizer {kind('normalizer')}"] if data.get("normalizer") is not None else []
+    if kind("pre_tokenizer") != "ByteLevel":
+        wrong.append(f"pre-tokenizer {kind('pre_tokenizer')}")
+    elif pre.get("add_prefix_space", False) or not pre.get("use_regex", True):
+        wrong.append("a byte-level pre-tokenizer with add_prefix_space or without GPT-2's regex")
+    if kind("decoder") not in ("ByteLevel", "none"):
+        wrong.append(f"decoder {kind('decoder')}")
+    for field, ok in (("dropout", None), ("continuing_subword_prefix", ""), ("end_of_word_suffix", ""),
+                      ("byte_fallback", False)):
+        if model.get(field) not in (ok, None):
+            wrong.append(f"{field} {model[field]!r}")
+    if wrong:
+        raise EncoderError(f"{path}: not GPT-2's byte-level BPE ({', '.join(wrong)})")
+    encoder, raw = model.get("vocab"), model["merges"]
+    if not isinstance(encoder, dict) or not isinstance(raw, list):
+        raise EncoderError(f"malformed {path}: expected model.vocab an object and model.merges a list")
+    merges = []
+    for n, m in enumerate(raw):
+        pair = tuple(m.split(" ")) if isinstance(m, str) else tuple(m) if isinstance(m, list) else ()
+        if len(pair) != 2 or not all(isinstance(x, str) and x for x in pair):
+            raise EncoderError(f"malformed {path}: merge {n} is {m!r}, not two symbols")
+        merges.append(pair)
+    for t in data.get("added_tokens") or []:
+        content, id_ = (t.get("content"), t.get("id")) if isinstance(t, dict) else (None, None)
+        if encoder.get(content) != id_:
+            raise EncoderError(f"{path}: added token {content!r} (id {id_}) is not in GPT-2's "
+                               "vocabulary under that id")
+    return encoder, merges
+
+
+def read_vocab(model_dir: PathLike) -> Tuple[Dict[str, int], List[Tuple[str, str]], Tuple[str, str]]:
+    """``(encoder, merges, (vocabulary file, merges file))`` of the model folder ``model_dir``,
+    checked: from ``encoder.json`` and ``vocab.bpe``, in a Hugging Face folder from the same files
+    named ``vocab.json`` and ``merges.txt``, or from its ``tokenizer.json`` when it has only that
+    (then both file names are its path). One-line :class:`EncoderError`."""
+    from .hf import tokenizer_file, vocab_paths
+
+    tokenizer = tokenizer_file(model_dir)
+    if tokenizer is not None:
+        encoder, merges = _tokenizer_json(tokenizer)
+        enc_path = bpe_path = tokenizer
+    else:
+        enc_path, bpe_path = vocab_paths(model_dir)
+        try:
+            encoder = json.loads(_read(enc_path))
+        except json.JSONDecodeError as e:
+            raise EncoderError(f"invalid JSON in {enc_path}: {e}") from None
+        merges = None
+    enc_name = os.path.basename(enc_path)
     if not (isinstance(encoder, dict) and encoder
             and all(type(v) is int and v >= 0 for v in encoder.values())):
         raise EncoderError(f"malformed {enc_path}: expected an object mapping tokens to ids >= 0")
@@ -270,18 +332,23 @@ def load_encoder(model_dir: PathLike) -> Encoder:
     if missing is not None:
         raise EncoderError(f"malformed {enc_path}: no token for byte symbol {missing!r}")
 
-    lines = _read(bpe_path).split("\n")
-    merges = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip() or (n == 1 and line.startswith("#")):  # "#version: 0.2" header
-            continue
-        pair = tuple(line.split())
-        if len(pair) != 2:
-            raise EncoderError(f"malformed {bpe_path} line {n}: expected two symbols, got {line!r}")
-        if pair[0] + pair[1] not in encoder:
-            raise EncoderError(f"malformed {bpe_path} line {n}: merge {line!r} makes "
-                               f"{pair[0] + pair[1]!r}, which is not in encoder.json")
-        merges.append(pair)
+    if merges is None:
+        merges = []
+        for n, line in enumerate(_read(bpe_path).split("\n"), start=1):
+            if not line.strip() or (n == 1 and line.startswith("#")):  # "#version: 0.2" header
+                continue
+            pair = tuple(line.split())
+            if len(pair) != 2:
+                raise EncoderError(f"malformed {bpe_path} line {n}: expected two symbols, got {line!r}")
+            if pair[0] + pair[1] not in encoder:
+                raise EncoderError(f"malformed {bpe_path} line {n}: merge {line!r} makes "
+                                   f"{pair[0] + pair[1]!r}, which is not in {enc_name}")
+            merges.append(pair)
+    else:
+        bad = next((m for m in merges if m[0] + m[1] not in encoder), None)
+        if bad is not None:
+            raise EncoderError(f"malformed {bpe_path}: merge {' '.join(bad)!r} makes {bad[0] + bad[1]!r}, "
+                               "which is not in its vocabulary")
     # every merge makes one token: 256 byte tokens + the merges (+ <|endoftext|>) is the whole
     # vocabulary (GPT-2: 256 + 50000 + 1 = 50257), so a file cut at a line boundary is caught here
     expected = 256 + len(merges) + (ENDOFTEXT in encoder)
@@ -289,7 +356,25 @@ def load_encoder(model_dir: PathLike) -> Encoder:
         raise EncoderError(f"{bpe_path} has {len(merges)} merges but {enc_path} has {len(encoder)} "
                            f"tokens (expected 256 + merges{' + 1' if ENDOFTEXT in encoder else ''} = "
                            f"{expected}): a file is truncated or from another vocabulary")
+    return encoder, merges, (enc_path, bpe_path)
+
+
+def load_encoder(model_dir: PathLike) -> Encoder:
+    """The :class:`Encoder` from ``encoder.json`` and ``vocab.bpe`` in ``model_dir`` (in a Hugging
+    Face folder: the same files named ``vocab.json`` and ``merges.txt``, or its ``tokenizer.json``;
+    see :func:`read_vocab`)."""
+    encoder, merges, _ = read_vocab(model_dir)
     return Encoder(encoder, merges)
+
+
+def write_vocab(encoder: Dict[str, int], merges: Sequence[Tuple[str, str]], enc_path: str,
+                bpe_path: str) -> None:
+    """Write ``encoder.json`` and ``vocab.bpe`` (under any names) as OpenAI's files are written:
+    GPT-2's vocabulary comes out byte for byte as released."""
+    with open(enc_path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(json.dumps(dict(sorted(encoder.items(), key=operator.itemgetter(1)))))
+    with open(bpe_path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
 
 
 def get_encoder(model_name: str, models_dir: PathLike) -> Encoder:

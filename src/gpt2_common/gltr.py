@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .constants import EOT_TOKEN, GLTR_BUCKETS
-from .research import TFIDF_C_GRID, ResearchError, ScoreResult, labelled, score_documents, token_strings
+from .research import TFIDF_C_GRID, ResearchError, ScoreResult, labelled, score_documents
 
 BUCKET_NAMES = tuple(f"top {b}" for b in GLTR_BUCKETS) + (f"beyond {GLTR_BUCKETS[-1]}",)
 #: Background colour per bucket (GLTR's green, yellow, red, purple).
@@ -79,9 +79,9 @@ def _write_atomic(path: str, write: Any) -> None:
         raise
 
 
-def write_html(path: str, result: ScoreResult, encoder: Any, title: str = "") -> None:
+def write_html(path: str, result: ScoreResult, encoder: Any, title: str = "", made_by: str = "") -> None:
     """Write :func:`render_html` to ``path`` atomically."""
-    page = render_html(result, encoder, title)
+    page = render_html(result, encoder, title, made_by)
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -120,36 +120,80 @@ def plot_histogram(path: str, counts: Sequence[int], title: str = "") -> None:
 _CSS = """
 body { font-family: Georgia, serif; max-width: 52em; margin: 2em auto; color: #222; }
 h1 { font-size: 1.3em; } .meta { color: #555; font-size: 0.9em; }
-#text { white-space: pre-wrap; line-height: 1.9; font-size: 1.05em; border: 1px solid #ccc; padding: 1em; }
-.tok { position: relative; border-radius: 2px; }
-.tok .tip { display: none; position: absolute; left: 0; top: 1.6em; z-index: 1; min-width: 14em;
-  background: #fffff4; border: 1px solid #888; padding: 0.3em 0.5em; font: 12px/1.4 monospace;
-  white-space: pre; color: #000; box-shadow: 2px 2px 4px #aaa; }
-.tok:hover .tip, .tok:target .tip { display: block; } .tok:hover { outline: 1px solid #333; }
+#text { position: relative; white-space: pre-wrap; line-height: 1.9; font-size: 1.05em;
+  border: 1px solid #ccc; padding: 1em; overflow-wrap: anywhere; }
+.tok { border-radius: 2px; }
+.tok.part { padding: 0 0.18em; }  /* the rest of a character: a thin bar, still hoverable */
+.tok.nl::before { content: "\\21b5"; color: #777; font-size: 0.8em; }
+.tok .tip { display: none; position: absolute; left: 1em; margin-top: 0.1em; z-index: 1;
+  max-width: calc(100% - 2.8em); overflow-x: auto; background: #fffff4; border: 1px solid #888;
+  padding: 0.3em 0.5em; font: 12px/1.4 monospace; white-space: pre; color: #000;
+  box-shadow: 2px 2px 4px #aaa; pointer-events: none; }
+.tok:hover .tip, .tok:target .tip { display: block; } .tok:hover, .tok:target { outline: 1px solid #333; }
 .legend span { padding: 0.1em 0.5em; margin-right: 0.5em; border-radius: 2px; }
 #counts td, #counts th { padding: 0.1em 0.8em; text-align: right; } #counts td:first-child { text-align: left; }
 """ + "".join(f".b{i} {{ background: {c}; }}\n" for i, c in enumerate(COLOURS))
 
 
-def render_html(result: ScoreResult, encoder: Any, title: str = "") -> str:
+def token_label(encoder: Any, token: int) -> str:
+    """A token as the tooltip names it: its text as a Python literal, or its bytes (``b'\\xe6'``)
+    when it holds part of a UTF-8 character; and its id."""
+    data = encoder.decode_bytes([int(token)])
+    try:
+        shown = repr(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        shown = repr(data)
+    return f"{shown} (id {int(token)})"
+
+
+def display_strings(encoder: Any, tokens: Sequence[int]) -> list:
+    """What each token shows on the page: the characters whose first byte it holds, so a
+    character split over byte-level tokens (``東`` as ``e6 9d`` + ``b1``) is drawn whole, by the
+    token where it starts, and a token holding only the rest of a character shows ``""``.
+    Bytes that never complete a character show as U+FFFD, as :meth:`Encoder.decode` does."""
+    pieces = [encoder.decode_bytes([int(t)]) for t in tokens]
+    out = [""] * len(pieces)
+    owner = [i for i, p in enumerate(pieces) for _ in p]  # the token of each byte
+    data, pos = b"".join(pieces), 0
+    while pos < len(data):
+        lead = data[pos]
+        n = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+        chunk = data[pos:pos + n]
+        try:
+            char = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            char, n = "\ufffd", 1
+        out[owner[pos]] += char
+        pos += n
+    return out
+
+
+def render_html(result: ScoreResult, encoder: Any, title: str = "", made_by: str = "") -> str:
     """One self-contained HTML page showing ``result`` the way GLTR does.
 
-    Each scored token is a ``<span class="tok bK" data-bucket=K data-rank=R data-logprob=L>``;
-    hovering shows its probability, rank and (when ``result`` was scored with ``top_k``) the
-    model's top alternatives; so does the page's address ending in ``#tN`` (N-th scored token). ``<table id="counts">`` and the SVG histogram give the bucket counts.
+    Each scored token is a ``<span class="tok bK" data-bucket=K data-rank=R data-logprob=L>``
+    holding its text (see :func:`display_strings`: a character split over tokens is drawn whole
+    by the first; a token holding only the rest of one is a thin bar, class ``part``; a token
+    with a newline shows ``↵``, class ``nl``); hovering shows the token itself, its probability,
+    rank and (when ``result`` was scored with ``top_k``) the model's top alternatives; so does the
+    page's address ending in ``#tN`` (N-th scored token). The hover box is placed inside the text
+    box, under the token's line, so it never runs off the page. ``made_by`` (model, backend, ...)
+    is printed under the heading. ``<table id="counts">`` and the SVG histogram give the bucket
+    counts.
     """
     esc = html.escape
-    strings = token_strings(encoder, result.tokens)
+    strings = display_strings(encoder, result.tokens)
     bucket = buckets(result.ranks)
     counts = bucket_counts(result.ranks)
     spans = []
-    for i, (s, lp, rank, b) in enumerate(zip(strings, result.logprobs, result.ranks, bucket)):
-        tip = f"rank {int(rank)}   p = {math.exp(lp):.4g}"
+    for i, (s, tok, lp, rank, b) in enumerate(zip(strings, result.tokens, result.logprobs, result.ranks, bucket)):
+        tip = f"token {token_label(encoder, tok)}\nrank {int(rank)}   p = {math.exp(lp):.4g}"
         if result.top_tokens is not None:
-            alts = token_strings(encoder, result.top_tokens[i])
-            tip += "\ntop choices:" + "".join(f"\n  {a!r:<16} {math.exp(p):.4g}"
+            alts = [token_label(encoder, t) for t in result.top_tokens[i]]
+            tip += "\ntop choices:" + "".join(f"\n  {a:<24} {math.exp(p):.4g}"
                                               for a, p in zip(alts, result.top_logprobs[i]))
-        spans.append(f'<span class="tok b{b}" id="t{i + 1}" data-bucket="{b}" data-rank="{int(rank)}" '
+        cls = " part" if not s else " nl" if "\n" in s else ""
+        spans.append(f'<span class="tok b{b}{cls}" id="t{i + 1}" data-bucket="{b}" data-rank="{int(rank)}" '
                      f'data-logprob="{float(lp):.6f}">{esc(s)}<span class="tip">{esc(tip)}</span></span>')
     total = int(counts.sum())
     rows = "".join(f'<tr data-bucket="{k}"><td><span class="b{k}">&nbsp;&nbsp;</span> {esc(name)}</td>'
@@ -159,13 +203,14 @@ def render_html(result: ScoreResult, encoder: Any, title: str = "") -> str:
     context = f'<span class="ctx">{esc(encoder.decode(shown))}</span>' if shown else ""
     legend = "".join(f'<span class="b{k}">{esc(n)}</span>' for k, n in enumerate(BUCKET_NAMES))
     heading = esc(title or "What GPT-2 expected: each token coloured by its rank")
+    made = f'<p class="meta" id="made-by">Scored by {esc(made_by)}.</p>\n' if made_by else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{heading}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{heading}</h1>\n"
+        f"<h1>{heading}</h1>\n{made}"
         f'<p class="meta">{total} tokens scored; mean log-probability {result.mean_logprob:.4f}, '
-        f"perplexity {result.perplexity:.2f}. Hover over a token for its rank, probability and the "
-        f"model's top choices.</p>\n"
+        f"perplexity {result.perplexity:.2f}. Hover over a token for the token, its rank, "
+        f"probability and the model's top choices.</p>\n"
         f'<p class="legend">{legend}</p>\n'
         f'<div id="text">{context}{"".join(spans)}</div>\n'
         f"<h2>Tokens per bucket</h2>\n{_svg_histogram(counts)}\n"

@@ -3,7 +3,8 @@
 A Hugging Face GPT-2 folder (what ``save_pretrained`` writes, or a hub-cache snapshot) holds
 ``config.json`` (``GPT2Config`` fields), the weights in ``model.safetensors`` or
 ``pytorch_model.bin`` (or shards of either listed in ``*.index.json``) and the tokenizer's
-``vocab.json``/``merges.txt``, which are the original's ``encoder.json``/``vocab.bpe`` renamed.
+``vocab.json``/``merges.txt``, which are the original's ``encoder.json``/``vocab.bpe`` renamed, or
+(transformers 5) only ``tokenizer.json``, which holds both (read by :mod:`.encoder`).
 Tensor names map one to one (Hugging Face's optionally prefixed ``transformer.``)::
 
     model/wte, model/wpe              wte.weight, wpe.weight
@@ -30,9 +31,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .checkpoint import CheckpointError
-from .constants import EOT_TOKEN, HF_CONFIG_FILE, HF_VOCAB_FILES, HF_WEIGHT_FILES, VOCAB_FILES
-from .hparams import HParams, HParamsError, validate
-from .weights import Weights, expected_shapes
+from .constants import (EOT_TOKEN, HF_CONFIG_FILE, HF_TOKENIZER_FILE, HF_VOCAB_FILES, HF_WEIGHT_FILES,
+                        VOCAB_FILES)
+from .shapes import HParams, HParamsError, Weights, expected_shapes, validate
 
 PREFIX = "transformer."
 """The prefix ``GPT2LMHeadModel`` gives the body's tensors (``GPT2Model`` saves them without)."""
@@ -165,6 +166,16 @@ def vocab_paths(model_dir: Any) -> Tuple[str, str]:
     if folder and not os.path.isfile(os.path.join(model_dir, VOCAB_FILES[0])):
         return os.path.join(folder, HF_VOCAB_FILES[0]), os.path.join(folder, HF_VOCAB_FILES[1])
     return os.path.join(model_dir, VOCAB_FILES[0]), os.path.join(model_dir, VOCAB_FILES[1])
+
+
+def tokenizer_file(model_dir: Any) -> Optional[str]:
+    """The ``tokenizer.json`` of a Hugging Face folder that has no other vocabulary files (what
+    transformers 5's ``save_pretrained`` writes), else ``None``."""
+    folder = hf_folder(model_dir)
+    if folder is None or any(os.path.isfile(p) for p in vocab_paths(model_dir)):
+        return None
+    path = os.path.join(folder, HF_TOKENIZER_FILE)
+    return path if os.path.isfile(path) else None
 
 
 def weight_files(folder: str) -> List[str]:

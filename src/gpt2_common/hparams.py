@@ -1,62 +1,19 @@
-"""GPT-2 hyperparameters, loaded from the release's ``hparams.json``."""
+"""GPT-2 hyperparameters read from a model folder (the release's ``hparams.json``, or a Hugging
+Face folder's ``config.json``) and written as ``hparams.json``. The :class:`HParams` type itself
+lives in :mod:`.shapes` (imported here, so ``gpt2_common.hparams.HParams`` keeps working)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Union
 
+from .hf import hf_folder, read_hf_config
+from .shapes import FIELDS, MODEL_SHAPES, HParams, HParamsError, validate
+
+__all__ = ["FIELDS", "MODEL_SHAPES", "HParams", "HParamsError", "PathLike", "load_hparams",
+           "save_hparams", "validate"]
+
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class HParamsError(ValueError):
-    """A ``hparams.json`` that is missing or malformed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class HParams:
-    """Model shape. Defaults are the original release's (the 124M model)."""
-
-    n_vocab: int = 50257
-    n_ctx: int = 1024
-    n_embd: int = 768
-    n_head: int = 12
-    n_layer: int = 12
-
-    def __post_init__(self) -> None:
-        validate(dataclasses.asdict(self), "HParams")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def validate(values: dict, source: str) -> None:
-    """Raise :class:`HParamsError` unless every field is a positive int and heads divide n_embd."""
-    for name in FIELDS:
-        value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise HParamsError(f"{source}: field '{name}' must be an integer, got {value!r}")
-        if value <= 0:
-            raise HParamsError(f"{source}: field '{name}' must be positive, got {value}")
-    if values["n_embd"] % values["n_head"] != 0:
-        raise HParamsError(f"{source}: field 'n_embd' ({values['n_embd']}) must be divisible by "
-                           f"'n_head' ({values['n_head']})")
-
-
-FIELDS = tuple(f.name for f in dataclasses.fields(HParams))
-
-# Real shapes of the released models (used by the benchmark and tests).
-MODEL_SHAPES = {
-    "124M": HParams(n_layer=12, n_embd=768, n_head=12),
-    "355M": HParams(n_layer=24, n_embd=1024, n_head=16),
-    "774M": HParams(n_layer=36, n_embd=1280, n_head=20),
-    "1558M": HParams(n_layer=48, n_embd=1600, n_head=25),
-}
-
 
 
 def load_hparams(path: PathLike) -> HParams:
@@ -69,8 +26,6 @@ def load_hparams(path: PathLike) -> HParams:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        from .hf import hf_folder, read_hf_config  # a Hugging Face folder: its config.json
-
         folder = hf_folder(path)
         if folder is not None:
             return read_hf_config(folder)

@@ -1,6 +1,9 @@
-"""GPT-2 weights as numpy arrays, keyed by the original checkpoint's variable names.
+"""GPT-2 weights of a model folder (the original checkpoint, or a Hugging Face folder through
+:mod:`.hf`) as numpy arrays, keyed by the original checkpoint's variable names; random weights and
+the writing of a model folder.
 
-Both backends load through here, so the name/shape contract is checked once:
+Both backends load through here, so the name/shape contract (:func:`.shapes.expected_shapes`)
+is checked once:
 
     model/wte                      [n_vocab, n_embd]   token embedding, also the LM head (tied)
     model/wpe                      [n_ctx, n_embd]     position embedding
@@ -21,27 +24,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from .hparams import HParams, load_hparams, save_hparams
+from .hf import hf_folder, read_hf_model
+from .hf import huggingface_state as _huggingface_state
+from .hparams import load_hparams, save_hparams
+from .shapes import HParams, Weights, expected_shapes
 
-Weights = Dict[str, np.ndarray]
-
-
-def expected_shapes(hp: HParams) -> Dict[str, tuple]:
-    """Every variable of a GPT-2 checkpoint with its shape, in the original naming."""
-    E = hp.n_embd
-    shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
-    for i in range(hp.n_layer):
-        p = f"model/h{i}"
-        shapes.update({
-            f"{p}/ln_1/g": (E,), f"{p}/ln_1/b": (E,),
-            f"{p}/attn/c_attn/w": (1, E, 3 * E), f"{p}/attn/c_attn/b": (3 * E,),
-            f"{p}/attn/c_proj/w": (1, E, E), f"{p}/attn/c_proj/b": (E,),
-            f"{p}/ln_2/g": (E,), f"{p}/ln_2/b": (E,),
-            f"{p}/mlp/c_fc/w": (1, E, 4 * E), f"{p}/mlp/c_fc/b": (4 * E,),
-            f"{p}/mlp/c_proj/w": (1, 4 * E, E), f"{p}/mlp/c_proj/b": (E,),
-        })
-    shapes.update({"model/ln_f/g": (E,), "model/ln_f/b": (E,)})
-    return shapes
+__all__ = ["Weights", "check_weights", "expected_shapes", "huggingface_state", "load_weights",
+           "random_weights", "save_model"]
 
 
 def check_weights(weights: Mapping[str, np.ndarray], hp: HParams, source: str = "weights") -> None:
@@ -61,8 +50,6 @@ def check_weights(weights: Mapping[str, np.ndarray], hp: HParams, source: str = 
 def load_weights(model_dir: str, hp: Optional[HParams] = None) -> Weights:
     """Read and check the checkpoint in ``model_dir`` (no TensorFlow needed), or the weights of a
     Hugging Face folder (see :mod:`gpt2_common.hf`)."""
-    from .hf import hf_folder, read_hf_model
-
     if hf_folder(model_dir) is not None:
         hf_hp, weights = read_hf_model(model_dir)
         if hp is not None and hp != hf_hp:
@@ -113,6 +100,4 @@ def save_model(model_dir: str, hp: HParams, weights: Mapping[str, np.ndarray],
 def huggingface_state(weights: Mapping[str, np.ndarray], hp: HParams) -> Tuple[Dict[str, Any], Weights]:
     """``(GPT2Config kwargs, state dict)`` for Hugging Face ``GPT2LMHeadModel``: see
     :func:`gpt2_common.hf.huggingface_state`, where the name mapping lives."""
-    from .hf import huggingface_state as state
-
-    return state(weights, hp)
+    return _huggingface_state(weights, hp)
