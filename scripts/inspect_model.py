@@ -16,7 +16,7 @@ from gpt2_common import cli  # noqa: E402
 DEFAULT_REPEAT_LENGTH = 20  # random tokens per copy for the head scores (fewer when n_ctx is smaller)
 
 
-def inspect_model(text=None, file=None, html=None, json=None, backend='torch', device=None,
+def inspect_model(text=None, file=None, tokens=None, html=None, json=None, backend='torch', device=None,
                   model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, dtype='float32',
                   download=True, prepend_eot=True, top_k=5, layer=None, head=None,
                   repeat_length=None, repeat_vocab=None, repeat_low=0, repeat_count=8,
@@ -40,6 +40,7 @@ def inspect_model(text=None, file=None, html=None, json=None, backend='torch', d
     Args:
         text: The text to look at (or use --file).
         file: A UTF-8 text file to read the text from.
+        tokens: Token ids instead of a text, e.g. --tokens 5,17,3 (for toy models trained on ids).
         html: Write the page to this file.
         json: Write the numbers as JSON to this file (--json alone: to stdout).
         backend: "torch" (default) or "tf".
@@ -94,7 +95,13 @@ def inspect_model(text=None, file=None, html=None, json=None, backend='torch', d
         raise cli.UsageError(str(e)) from None
     if html is not None and json_path is not None and os.path.abspath(html) == os.path.abspath(json_path):
         raise cli.UsageError("--html and --json name the same file")
-    doc = _read_text(text, file)
+    if tokens is not None:
+        if text is not None or file is not None:
+            raise cli.UsageError("give a text, --file or --tokens, not more than one")
+        ids = _token_ids(tokens)
+    else:
+        ids = None
+        doc = _read_text(text, file)
 
     path, name = cli.resolve_model_dir(model_name, models_dir, model_dir)
     cli.ensure_model_files(path, name, download)
@@ -103,7 +110,11 @@ def inspect_model(text=None, file=None, html=None, json=None, backend='torch', d
 
     hp = load_hparams(path)
     enc = load_encoder(path)
-    tokens = ([cli.EOT_TOKEN] if prepend_eot else []) + enc.encode(doc)
+    tokens = ([cli.EOT_TOKEN] if prepend_eot else []) + (ids if ids is not None else enc.encode(doc))
+    bad = [t for t in tokens if t >= hp.n_vocab]
+    if bad:
+        hint = " (--noprepend_eot leaves out <|endoftext|>)" if bad[0] == cli.EOT_TOKEN and prepend_eot else ""
+        raise cli.UsageError(f"token id {bad[0]} is outside the model's vocabulary of {hp.n_vocab}{hint}")
     if len(tokens) > hp.n_ctx:
         raise cli.UsageError(f"the text is {len(tokens)} tokens{' with <|endoftext|>' if prepend_eot else ''}; "
                              f"the model's context is {hp.n_ctx}: shorten it")
@@ -159,6 +170,21 @@ def _score_table(v):
     s, rep = v["head_scores"], v["head_scores"]["repeat"]
     return HeadScores(*(np.asarray(s[k]) for k in SCORES), tokens=np.zeros((0, 0), np.int32),
                       length=rep["length"], offset=int(rep["bos"])).table()
+
+
+def _token_ids(tokens):
+    """``--tokens``: a list of ids (fire parses ``5,17,3`` as a tuple) or one id, each >= 0."""
+    if isinstance(tokens, str):
+        try:
+            tokens = [int(x) for x in tokens.replace(",", " ").split()]
+        except ValueError:
+            raise cli.UsageError(f"--tokens must be token ids such as 5,17,3, got {tokens!r}") from None
+    elif isinstance(tokens, int) and not isinstance(tokens, bool):
+        tokens = [tokens]
+    if not isinstance(tokens, (list, tuple)) or not tokens or \
+            not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
+        raise cli.UsageError(f"--tokens must be token ids >= 0 such as 5,17,3, got {tokens!r}")
+    return list(tokens)
 
 
 def _read_text(text, file):

@@ -61,8 +61,9 @@ def test_json_is_the_apis_numbers_on_both_backends(inspected, tiny_torch, tiny_m
         np.testing.assert_allclose(v["head_scores"][k], getattr(s, k), atol=1e-6)
         assert [x[:2] for x in v["head_scores"]["top"][k]] == [list(lh) for lh, _ in heads.top_heads(getattr(s, k), 3)]
     assert "induction" in out and f"wrote {inspected[0] / 'page.html'}" in out
-    # the TensorFlow backend, JSON on stdout: the same numbers
-    p = run_script("inspect_model", TEXT, "--model_dir", tiny_model_dir, "--backend", "tf", "--json", *REPEAT)
+    # the TensorFlow backend, the text as --tokens, JSON on stdout: the same numbers
+    ids = ",".join(map(str, tokens[1:]))
+    p = run_script("inspect_model", "--tokens", ids, "--model_dir", tiny_model_dir, "--backend", "tf", "--json", *REPEAT)
     assert p.returncode == 0, p.stderr
     t = json.loads(p.stdout)
     assert t["about"]["backend"] == "tf" and t["tokens"] == v["tokens"]
@@ -161,13 +162,16 @@ def test_page_in_a_browser(inspected, tiny_model_dir):
     (["--layer", 0, "--head", 2], ["outside the model's 2 layers x 2 heads"]),
     (["--layer", 1], ["--layer and --head together"]),
     (["--repeat_length", 40], ["at most 32"]),
+    (["--tokens", "1,60000"], ["token id 60000 is outside the model's vocabulary of 50257"]),
+    (["--tokens", "1,x"], ["--tokens must be token ids"]),
+    (["--tokens", "1,2", "--text", "hi"], ["not more than one"]),
 ])
 def test_bad_input_is_one_line_before_loading(args, needles, tiny_model_dir, tmp_path):
     """Each error is one line, exit 2, nothing written; the output locations are checked first
     (a missing model folder is not what the --html / --json errors report)."""
     (tmp_path / "empty.txt").write_text("")
     args = [str(a).replace("{tmp}", str(tmp_path)) for a in args]
-    if args[0] != "--text" and "--file" not in args:
+    if not {"--text", "--file", "--tokens"} & set(args):
         args = ["--text", "hello"] + args
     writes_first = needles[0] in ("--html", "--json")
     model = tmp_path / "no-model" if writes_first else tiny_model_dir
