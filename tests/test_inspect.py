@@ -163,7 +163,8 @@ def test_page_in_a_browser(inspected, tiny_model_dir):
     (["--layer", 1], ["--layer and --head together"]),
     (["--repeat_length", 40], ["at most 32"]),
     (["--tokens", "1,60000"], ["token id 60000 is outside the model's vocabulary of 50257"]),
-    (["--tokens", "1,x"], ["--tokens must be token ids"]),
+    (["--tokens", "1,x"], ["--tokens must be token ids"]),  # fire: (1, 'x')
+    (["--tokens", "5 x"], ["--tokens must be token ids"]),  # fire: '5 x'
     (["--tokens", "1,2", "--text", "hi"], ["not more than one"]),
 ])
 def test_bad_input_is_one_line_before_loading(args, needles, tiny_model_dir, tmp_path):
