@@ -85,8 +85,15 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
     if method not in METHODS:
         raise cli.UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     limit = cli.check_int("limit", limit, 1, allow_none=True)
-    if output is not None and (not isinstance(output, str) or not output):
-        raise cli.UsageError(f"--output must be a path, got {output!r}")
+    try:  # the output's folder and the method's libraries, before any file is read or model loaded
+        if output is not None:
+            from gpt2_common.gltr import check_output_path
+
+            output = check_output_path(output, "--output")
+        if method != "logprob":
+            research.require_sklearn(f"--method {method}")
+    except research.ResearchError as e:
+        raise cli.UsageError(str(e)) from None
     if method in MODEL_METHODS:  # checked before any file is read or model loaded
         cli.check_backend(backend)
         device = cli.check_device(device)
@@ -103,6 +110,8 @@ def detect(method='logprob', real_valid=None, fake_valid=None, real_test=None, f
             source = research.source_name(paths["test"][1])
         source = str(source)
         data = {s: tuple(research.read_jsonl(p, limit) for p in paths[s]) for s in splits}
+        for s in splits:  # before any model loads
+            research.require_both_classes(s, research.labelled(*data[s])[1])
         if method == "tfidf":
             result = research.tfidf_baseline(data["train"], data["valid"], data["test"], source=source)
         else:

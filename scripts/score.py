@@ -160,8 +160,10 @@ def score(text=None, file=None, backend='torch', device=None, model_name=cli.DEF
 
 def _gltr_paths(html, plot):
     """``{"html": path, "plot": path}`` for the flags given, each checked to be writable."""
-    from gpt2_common.gltr import check_output_path
+    from gpt2_common.gltr import check_output_path, require_matplotlib
 
+    if plot is not None:
+        require_matplotlib()
     return {k: check_output_path(v, f"--{k}") for k, v in (("html", html), ("plot", plot)) if v is not None}
 
 

@@ -136,7 +136,10 @@ def tokenizer_json_only(orig, hf_dir, tmp_path_factory):
     transformers = need("transformers")
     d = tmp_path_factory.mktemp("tokjson") / "hf"
     shutil.copytree(hf_dir, d, ignore=shutil.ignore_patterns("vocab.json", "merges.txt", "tokenizer*"))
-    tok = transformers.GPT2TokenizerFast(vocab=str(orig / "encoder.json"), merges=str(orig / "vocab.bpe"))
+    files = tmp_path_factory.mktemp("tokfiles")  # from_pretrained reads these in 4.x and 5.x alike
+    shutil.copy(orig / "encoder.json", files / "vocab.json")
+    shutil.copy(orig / "vocab.bpe", files / "merges.txt")
+    tok = transformers.GPT2TokenizerFast.from_pretrained(str(files), local_files_only=True)
     tok.save_pretrained(d)
     for f in ("vocab.json", "merges.txt"):
         (d / f).unlink(missing_ok=True)  # what transformers 5 writes (4.x also wrote these)

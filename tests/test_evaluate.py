@@ -85,6 +85,22 @@ def test_split_and_examples(tiny_torch):
         evaluate.lambada_examples(["a b"], enc, target="nope")
 
 
+def test_two_spaces_before_the_last_word_split_as_the_harness_does(tiny_torch):
+    """lm-evaluation-harness: doc_to_text ``" ".join(text.split(" ")[:-1])``, doc_to_target
+    ``" " + text.split(" ")[-1]``, then ``_encode_pair`` moves the context's trailing spaces into
+    the target: the space token is predicted, not given."""
+    enc = tiny_torch.encoder
+    for text in ("the lake  froze", "she said:\n  yes", "the lake froze   early"):
+        words = text.split(" ")
+        context, target = " ".join(words[:-1]), " " + words[-1]
+        assert evaluate.split_passage(text) == (context, target)
+        n = len(context) - len(context.rstrip())
+        context, target = context[:-n], context[-n:] + target  # _encode_pair
+        (toks, k), = evaluate.lambada_examples([text], enc)[0]
+        assert toks[:-k] == enc.encode(context) and toks[-k:] == enc.encode(context + target)[len(enc.encode(context)):]
+        assert k >= 2 and enc.decode(toks[-k:]) == target
+
+
 def test_lambada_matches_direct_computation_and_hf(tiny_torch, passages, tiny_model_dir):
     got = evaluate.lambada(tiny_torch, passages + ["blank at the end "], batch_size=3, progress=False)
     assert got["n"] == 8 and got["skipped"] == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -17,7 +19,7 @@ import pytest
 from conftest import need, unavailable
 
 from gpt2_common import gltr, research
-from test_research import WORDS_A, WORDS_B, assert_user_error, log_softmax64, run_script
+from test_research import ROOT, WORDS_A, WORDS_B, assert_user_error, log_softmax64, run_script
 
 TEXT = "GPT-2 reads the river, the market and the glacier.\nThen it guesses: what comes next?"
 
@@ -151,7 +153,7 @@ def test_gltr_page_in_a_browser(tiny_model_dir, tmp_path):
         tokens = page.query_selector_all("#text .tok")
         assert len(tokens) == n_tokens
         assert len(page.query_selector_all("#text .tok.part")) >= 2  # pieces of 東 and 😀
-        assert len(page.query_selector_all("#text .tok.nl")) >= 2
+        assert len(page.query_selector_all("#text .tok .nl")) == BROWSER_TEXT.count("\n")
         for i, tok in enumerate(tokens):  # hover the widest of its boxes (a token may wrap)
             rects = tok.evaluate("e => Array.from(e.getClientRects(), r => [r.x, r.y, r.width, r.height])")
             x, y, w, h = max(rects, key=lambda r: r[2]) if rects else (0, 0, 0, 0)
@@ -220,3 +222,33 @@ def test_detect_cli_gltr(splits, tiny_model_dir, tmp_path):
     out = json.loads(p.stdout)
     assert out["method"] == "gltr" and out["source"] == "toy" and out["n_test"] == 24
     assert out["test_accuracy"] >= 90.0, out
+
+
+def _run_without(modules, script, *args, tmp_path):
+    """``run_script`` with ``modules`` made unimportable (``sys.modules[m] = None`` in a
+    sitecustomize on PYTHONPATH)."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT / "src"), str(ROOT)]),
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *map(str, args)],
+                          capture_output=True, text=True, encoding="utf-8", env=env, timeout=120)
+
+
+def test_outputs_and_optional_dependencies_checked_first(tmp_path):
+    """--plot without matplotlib, gpt2_detect --output in a missing folder, and a detector without
+    scikit-learn are refused before any model is looked for (the model folder does not exist)."""
+    no_model = tmp_path / "no-model"
+    p = _run_without(["matplotlib"], "score", "hello", "--model_dir", no_model, "--plot", tmp_path / "h.png",
+                     "--html", tmp_path / "v.html", tmp_path=tmp_path)
+    assert_user_error(p, "--plot needs matplotlib")
+    for split in ("train", "valid", "test"):
+        for name in ("webtext", "toy"):
+            _write(tmp_path / f"{name}.{split}.jsonl", json.dumps({"text": f"{name} {split}"}) + "\n")
+    common = ("--data_dir", tmp_path, "--source", "toy", "--model_dir", no_model)
+    assert_user_error(run_script("detect", *common, "--output", tmp_path / "missing" / "out.json"),
+                      "--output: folder", "does not exist")
+    p = _run_without(["sklearn"], "detect", "--method", "gltr", *common, tmp_path=tmp_path)
+    assert_user_error(p, "--method gltr needs scikit-learn")
+    assert sorted(f.name for f in tmp_path.iterdir() if not f.name.endswith(".jsonl")) == ["site"]

@@ -38,14 +38,11 @@ def test_both_model_files_define_the_same_public_names():
     import gpt2_torch.model
 
     tf_names, torch_names = public_names(gpt2_tf.model), public_names(gpt2_torch.model)
-    # framework-specific: TF's variable factory (torch modules create their own parameters); the
-    # cache allocator (TF's cache grows by concatenation, torch's is preallocated) and the blocked
-    # decode matmul's block count (TF's matmul is one call)
-    assert tf_names - torch_names == {"variables", "shareable", "NewVariable"}
-    assert torch_names - tf_names == {"new_cache", "MATMUL_BLOCKS"}
-    assert {"GPT2", "Attention", "Block", "MLP", "LayerNorm", "Conv1D", "attention", "attention_bias",
-            "write_cache", "position_ids", "from_weights", "matmul", "checkpoint_name", "MASK_VALUE", "LN_EPS",
-            "LayerCache", "Past"} <= tf_names & torch_names
+    # framework-only helpers (TF's variable factory, torch's matmul block count) are private
+    assert tf_names == torch_names == {
+        "GPT2", "Attention", "Block", "MLP", "LayerNorm", "Conv1D", "attention", "attention_bias",
+        "write_cache", "position_ids", "from_weights", "matmul", "checkpoint_name", "MASK_VALUE", "LN_EPS",
+        "LayerCache", "Past", "new_cache"}
 
 
 @pytest.fixture(scope="module")

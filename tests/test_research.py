@@ -382,3 +382,22 @@ def test_detect_cli(tiny_dir, toy_corpora, tmp_path):
         f.write("{not json\n")
     assert_user_error(run_script("detect", "--data_dir", tmp_path, "--source", "tiny-k0",
                                  "--model_dir", tiny_dir), "tiny-k0.test.jsonl:13: not valid JSON")
+
+
+def test_detect_refuses_a_split_with_one_class(models, toy_corpora, tmp_path):
+    """A validation or test split without real or without generated documents is refused (an
+    empty generated test file used to score "100% test accuracy"), by the library and by the CLI,
+    before any model is looked for."""
+    real, fake = toy_corpora["valid"]
+    for valid, test, split in (((real, []), (real, fake), "valid"), ((real, fake), (real, []), "test"),
+                               ((real, fake), ([], fake), "test")):
+        with pytest.raises(ResearchError, match=f"the {split} split needs both real and generated"):
+            research.logprob_detection(models["torch"], *valid, *test)
+    for split in ("train", "valid", "test"):
+        write_jsonl(tmp_path / f"webtext.{split}.jsonl", real)
+        write_jsonl(tmp_path / f"tiny-k0.{split}.jsonl", fake)
+    (tmp_path / "tiny-k0.test.jsonl").write_text("")
+    for method in ("logprob", "tfidf", "gltr"):
+        assert_user_error(run_script("detect", "--method", method, "--data_dir", tmp_path, "--source", "tiny-k0",
+                                     "--model_dir", tmp_path / "no-model"),
+                          "the test split needs both real and generated documents (it has no generated ones)")

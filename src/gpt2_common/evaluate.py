@@ -8,7 +8,8 @@
     perplexity(model, [open("wiki.test.raw").read()], detokenizer="wikitext")
 
 LAMBADA (lm-evaluation-harness's ``lambada_openai``): a passage's context is the passage minus its
-last space-separated word, its target ``" " + last word``. The target tokens are the encoding of
+last space-separated word, its target ``" " + last word``; trailing spaces of the context move to
+the front of the target (the harness's ``_encode_pair``). The target tokens are the encoding of
 ``context + target`` past the encoding of ``context`` (the harness's split; an empty context is
 replaced by ``<|endoftext|>``). ``accuracy``: the share (percent) of passages whose every target
 token is the model's top choice (greedy decoding reproduces the word); ``perplexity``:
@@ -66,11 +67,13 @@ def read_documents(path: str, limit: Optional[int] = None) -> List[str]:
 
 
 def split_passage(text: str) -> Optional[Tuple[str, str]]:
-    """``(context, target)`` as the harness splits a passage, or None if no word is left to predict."""
-    context, _, word = text.rpartition(" ")
-    if not word.strip():
+    """``(context, target)`` as the harness's ``lambada_openai`` splits a passage
+    (``" ".join(text.split(" ")[:-1])``, ``" " + text.split(" ")[-1]``), or None if no word is
+    left to predict."""
+    words = text.split(" ")
+    if not words[-1].strip():
         return None
-    return context, " " + word
+    return " ".join(words[:-1]), " " + words[-1]
 
 
 def lambada_examples(texts: Sequence[str], encoder: Any, target: str = "word",
@@ -87,6 +90,11 @@ def lambada_examples(texts: Sequence[str], encoder: Any, target: str = "word",
             skipped += 1
             continue
         context, word = split
+        # the harness's _encode_pair: trailing spaces of the context go to the target (a passage
+        # with two spaces before its last word has a space token to predict, not to condition on)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, word = context[:-n_spaces], context[-n_spaces:] + word
         whole = encoder.encode(context + word)
         if target == "last_token":
             ctx, n_target = whole[:-1], 1

@@ -23,7 +23,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .constants import EOT_TOKEN, GLTR_BUCKETS
-from .research import TFIDF_C_GRID, ResearchError, ScoreResult, labelled, score_documents
+from .research import (TFIDF_C_GRID, ResearchError, ScoreResult, labelled, require_both_classes,
+                       require_sklearn, score_documents)
 
 BUCKET_NAMES = tuple(f"top {b}" for b in GLTR_BUCKETS) + (f"beyond {GLTR_BUCKETS[-1]}",)
 #: Background colour per bucket (GLTR's green, yellow, red, purple).
@@ -90,15 +91,21 @@ def write_html(path: str, result: ScoreResult, encoder: Any, title: str = "", ma
     _write_atomic(path, write)
 
 
-def plot_histogram(path: str, counts: Sequence[int], title: str = "") -> None:
-    """The bucket histogram as a PNG at ``path`` (matplotlib with the Agg backend), atomically."""
+def require_matplotlib() -> None:
+    """:class:`ResearchError` unless matplotlib imports (``--plot`` asks before any work)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise ResearchError("--plot needs matplotlib: pip install matplotlib") from None
+
+
+def plot_histogram(path: str, counts: Sequence[int], title: str = "") -> None:
+    """The bucket histogram as a PNG at ``path`` (matplotlib with the Agg backend), atomically."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     counts = [int(c) for c in counts]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
     bars = ax.bar(BUCKET_NAMES, counts, color=COLOURS, edgecolor="#555555")
@@ -124,7 +131,7 @@ h1 { font-size: 1.3em; } .meta { color: #555; font-size: 0.9em; }
   border: 1px solid #ccc; padding: 1em; overflow-wrap: anywhere; }
 .tok { border-radius: 2px; }
 .tok.part { padding: 0 0.18em; }  /* the rest of a character: a thin bar, still hoverable */
-.tok.nl::before { content: "\\21b5"; color: #777; font-size: 0.8em; }
+.tok .nl::before { content: "\\21b5"; color: #777; font-size: 0.8em; }  /* before each newline */
 .tok .tip { display: none; position: absolute; left: 1em; margin-top: 0.1em; z-index: 1;
   max-width: calc(100% - 2.8em); overflow-x: auto; background: #fffff4; border: 1px solid #888;
   padding: 0.3em 0.5em; font: 12px/1.4 monospace; white-space: pre; color: #000;
@@ -173,10 +180,10 @@ def render_html(result: ScoreResult, encoder: Any, title: str = "", made_by: str
 
     Each scored token is a ``<span class="tok bK" data-bucket=K data-rank=R data-logprob=L>``
     holding its text (see :func:`display_strings`: a character split over tokens is drawn whole
-    by the first; a token holding only the rest of one is a thin bar, class ``part``; a token
-    with a newline shows ``↵``, class ``nl``); hovering shows the token itself, its probability,
-    rank and (when ``result`` was scored with ``top_k``) the model's top alternatives; so does the
-    page's address ending in ``#tN`` (N-th scored token). The hover box is placed inside the text
+    by the first; a token holding only the rest of one is a thin bar, class ``part``; each
+    newline is preceded by ``↵``, an empty ``<span class="nl">``); hovering shows the token itself,
+    its probability, rank and (when ``result`` was scored with ``top_k``) the model's top
+    alternatives; so does the page's address ending in ``#tN`` (N-th scored token). The hover box is placed inside the text
     box, under the token's line, so it never runs off the page. ``made_by`` (model, backend, ...)
     is printed under the heading. ``<table id="counts">`` and the SVG histogram give the bucket
     counts.
@@ -192,9 +199,10 @@ def render_html(result: ScoreResult, encoder: Any, title: str = "", made_by: str
             alts = [token_label(encoder, t) for t in result.top_tokens[i]]
             tip += "\ntop choices:" + "".join(f"\n  {a:<24} {math.exp(p):.4g}"
                                               for a, p in zip(alts, result.top_logprobs[i]))
-        cls = " part" if not s else " nl" if "\n" in s else ""
+        cls = "" if s else " part"
+        body = esc(s).replace("\n", '<span class="nl"></span>\n')  # a visible, hoverable newline
         spans.append(f'<span class="tok b{b}{cls}" id="t{i + 1}" data-bucket="{b}" data-rank="{int(rank)}" '
-                     f'data-logprob="{float(lp):.6f}">{esc(s)}<span class="tip">{esc(tip)}</span></span>')
+                     f'data-logprob="{float(lp):.6f}">{body}<span class="tip">{esc(tip)}</span></span>')
     total = int(counts.sum())
     rows = "".join(f'<tr data-bucket="{k}"><td><span class="b{k}">&nbsp;&nbsp;</span> {esc(name)}</td>'
                    f'<td class="count">{int(c)}</td><td>{100.0 * c / max(total, 1):.1f}%</td></tr>'
@@ -261,10 +269,8 @@ def gltr_detection(model: Any, train: Tuple[Sequence[str], Sequence[str]],
     Returns ``{"source", "method": "gltr", "n_train", "n_valid", "n_test", "max_tokens", "C",
     "valid_accuracy", "test_accuracy"}`` (accuracies in percent).
     """
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise ResearchError("the gltr detector needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+    require_sklearn("the gltr detector")
+    from sklearn.linear_model import LogisticRegression
 
     def features(split: Tuple[Sequence[str], Sequence[str]]) -> Tuple[np.ndarray, np.ndarray]:
         texts, labels = labelled(*split)
@@ -273,11 +279,8 @@ def gltr_detection(model: Any, train: Tuple[Sequence[str], Sequence[str]],
         return x[ok], labels[ok]
 
     (tx, ty), (vx, vy), (sx, sy) = features(train), features(valid), features(test)
-    for name, labels in (("train", ty), ("valid", vy)):
-        if len(set(labels.tolist())) < 2:
-            raise ResearchError(f"the {name} split needs both real and generated documents")
-    if not len(sy):
-        raise ResearchError("the test split has no documents to score")
+    for name, labels in (("train", ty), ("valid", vy), ("test", sy)):  # no-token documents left out
+        require_both_classes(name, labels)
     best: Tuple[float, Any, float] = (-1.0, None, 0.0)
     for C in c_grid:
         clf = LogisticRegression(C=C, solver="liblinear").fit(tx, ty)

@@ -27,7 +27,7 @@ from gpt2_common.hparams import load_hparams
 from gpt2_common.interface import GPT2Model, ModelError
 from gpt2_common.weights import load_weights
 
-from .model import GPT2, MLP, Conv1D, LayerCache, from_weights
+from .model import GPT2, MLP, Conv1D, LayerCache, from_weights, new_cache
 
 # The decoding cache (see model.py): per layer (keys, values) [B, H, P, D], all P positions
 # filled; each decode step returns it one position longer (TensorFlow cannot write a tensor in
@@ -164,10 +164,8 @@ class TFGPT2(GPT2Model):
         return self.model(X, attention_mask=mask, hooks=hooks)["logits"]
 
     def _prefill_step(self, X, mask, hooks=None):
-        hp = self.hparams  # start from an empty cache: the prompt's keys/values come back per layer
-        empty = tf.zeros([tf.shape(X)[0], hp.n_head, 0, hp.head_dim], self.model.wte.dtype)
-        out = self.model(X, past=[(empty, empty)] * hp.n_layer, attention_mask=mask, last_only=True, past_length=0,
-                         hooks=hooks)
+        cache = new_cache(self.hparams, tf.shape(X)[0], 0, self.model.wte)  # the prompt's keys/values come back per layer
+        out = self.model(X, past=cache, attention_mask=mask, last_only=True, past_length=0, hooks=hooks)
         return tf.cast(out["logits"][:, -1], tf.float32), out["present"]
 
     def _decode_step(self, X, past, mask, hooks=None):

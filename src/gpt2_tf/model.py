@@ -36,24 +36,24 @@ LayerCache = Tuple[tf.Tensor, tf.Tensor]  # one layer's decoding cache: (keys, v
 Past = Union[tf.Tensor, List[LayerCache]]
 MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf), in fp32
 LN_EPS = 1e-5
-NewVariable = Callable[[str, List[int]], tf.Variable]
+_NewVariable = Callable[[str, List[int]], tf.Variable]
 
 
-def shareable(arr: np.ndarray) -> bool:
+def _shareable(arr: np.ndarray) -> bool:
     """Whether TensorFlow can use ``arr``'s memory as it is (see ``gpt2_common.checkpoint.aligned_empty``)."""
     return (isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.flags.c_contiguous
             and arr.flags.writeable and arr.ctypes.data % 64 == 0)
 
 
-def variables(dtype: tf.DType = tf.float32, weights: Optional[MutableMapping[str, np.ndarray]] = None,
-              trainable: bool = False, consume: bool = False) -> NewVariable:
+def _variables(dtype: tf.DType = tf.float32, weights: Optional[MutableMapping[str, np.ndarray]] = None,
+              trainable: bool = False, consume: bool = False) -> _NewVariable:
     """The modules' variable factory ``new(name, shape)``: a ``tf.Variable`` of ``dtype`` created
     from ``weights[name]`` (zeros without ``weights``), so loading holds no zeroed copy.
     ``consume`` removes each array from ``weights`` once used, so it can be freed at once."""
     def new(name: str, shape: List[int]) -> tf.Variable:
         if weights is None:
             init = tf.zeros(shape, dtype=dtype)
-        elif consume and shareable(weights[name]):  # the variable takes the array's memory
+        elif consume and _shareable(weights[name]):  # the variable takes the array's memory
             init = tf.cast(tf.experimental.dlpack.from_dlpack(weights.pop(name).reshape(shape).__dlpack__()), dtype)
         else:
             arr = weights.pop(name) if consume else weights[name]
@@ -65,7 +65,7 @@ def variables(dtype: tf.DType = tf.float32, weights: Optional[MutableMapping[str
 
 
 class LayerNorm(tf.Module):
-    def __init__(self, n: int, scope: str, name: str, new: NewVariable):
+    def __init__(self, n: int, scope: str, name: str, new: _NewVariable):
         super().__init__(name=None)
         self.scope = scope  # hook names: f"{scope}.hook_scale", f"{scope}.hook_normalized"
         self.g = new(f"{name}/g", [n])
@@ -92,7 +92,7 @@ def matmul(x: tf.Tensor, w: tf.Tensor, b: Optional[tf.Tensor] = None) -> tf.Tens
 class Conv1D(tf.Module):
     """The original's 1x1 convolution: ``x @ w + b`` with ``w`` stored ``[nx, nf]``."""
 
-    def __init__(self, nx: int, nf: int, name: str, new: NewVariable):
+    def __init__(self, nx: int, nf: int, name: str, new: _NewVariable):
         super().__init__(name=None)
         self.w = new(f"{name}/w", [nx, nf])
         self.b = new(f"{name}/b", [nf])
@@ -111,7 +111,7 @@ def write_cache(past: LayerCache, k: tf.Tensor, v: tf.Tensor, P) -> Tuple[tf.Ten
 
 
 class Attention(tf.Module):
-    def __init__(self, hp: HParams, scope: str, name: str, new: NewVariable):
+    def __init__(self, hp: HParams, scope: str, name: str, new: _NewVariable):
         super().__init__(name=None)
         self.scope, self.n_head = scope, hp.n_head
         self.c_attn = Conv1D(hp.n_embd, 3 * hp.n_embd, f"{name}/c_attn", new)
@@ -148,7 +148,7 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: Optional[tf.Tensor
 
 
 class MLP(tf.Module):
-    def __init__(self, hp: HParams, scope: str, name: str, new: NewVariable):
+    def __init__(self, hp: HParams, scope: str, name: str, new: _NewVariable):
         super().__init__(name=None)
         self.scope = scope
         self.c_fc = Conv1D(hp.n_embd, 4 * hp.n_embd, f"{name}/c_fc", new)
@@ -160,7 +160,7 @@ class MLP(tf.Module):
 
 
 class Block(tf.Module):
-    def __init__(self, hp: HParams, layer: int, new: NewVariable):
+    def __init__(self, hp: HParams, layer: int, new: _NewVariable):
         super().__init__(name=None)
         s, name = f"blocks.{layer}", f"model/h{layer}"  # hook scope, checkpoint scope
         self.scope = s
@@ -201,9 +201,9 @@ def position_ids(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
 class GPT2(tf.Module):
     """``model(X, past=None, attention_mask=None) -> {'logits': [B,T,V], 'present': [B,L,2,H,T,D]}``."""
 
-    def __init__(self, hp: HParams, new: Optional[NewVariable] = None):
+    def __init__(self, hp: HParams, new: Optional[_NewVariable] = None):
         super().__init__(name="model")
-        new = new or variables()
+        new = new or _variables()
         self.hparams = hp
         self.wte = new("model/wte", [hp.n_vocab, hp.n_embd])
         self.wpe = new("model/wpe", [hp.n_ctx, hp.n_embd])
@@ -247,6 +247,14 @@ class GPT2(tf.Module):
         return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
 
 
+def new_cache(hp: HParams, B: int, capacity: int, like: tf.Tensor) -> List[LayerCache]:
+    """An empty decoding cache: per layer (keys, values) ``[B, H, 0, D]`` with the dtype of ``like``
+    (TensorFlow's cache holds exactly its filled positions and grows by concatenation, so
+    ``capacity`` reserves nothing here)."""
+    empty = tf.zeros([B, hp.n_head, 0, hp.head_dim], like.dtype)
+    return [(empty, empty)] * hp.n_layer
+
+
 def checkpoint_name(var: tf.Variable) -> str:
     """The variable's checkpoint name, e.g. ``model/h0/attn/c_attn/w``."""
     return var.name.split(":")[0]
@@ -255,6 +263,6 @@ def checkpoint_name(var: tf.Variable) -> str:
 def from_weights(hp: HParams, weights: Mapping[str, np.ndarray], device: str = "/CPU:0",
                  dtype: tf.DType = tf.float32, consume: bool = False, trainable: bool = False) -> GPT2:
     """Build a :class:`GPT2` from checkpoint arrays (see ``gpt2_common.weights``), each variable
-    created from its array (see :func:`variables`; ``consume`` frees each array once used)."""
+    created from its array (see :func:`_variables`; ``consume`` frees each array once used)."""
     with tf.device(device):
-        return GPT2(hp, variables(dtype, weights, trainable, consume))
+        return GPT2(hp, _variables(dtype, weights, trainable, consume))

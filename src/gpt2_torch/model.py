@@ -38,7 +38,7 @@ LayerCache = Tuple[torch.Tensor, torch.Tensor]  # one layer's decoding cache: (k
 Past = Union[torch.Tensor, List[LayerCache]]
 MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf), in fp32
 LN_EPS = 1e-5
-MATMUL_BLOCKS = 8  # decode matmuls: K split into this many blocks, whatever the thread count
+_MATMUL_BLOCKS = 8  # decode matmuls: K split into this many blocks, whatever the thread count
 
 
 class LayerNorm(nn.Module):
@@ -52,8 +52,9 @@ class LayerNorm(nn.Module):
         x32 = x.float()  # statistics and affine in fp32, then x's dtype
         if wants(hooks, self.scope, "hook_scale"):  # spelled out, with the scale [B, T, 1] named
             u = x32.mean(-1, keepdim=True)
-            scale = hook(hooks, self.scope, "hook_scale", ((x32 - u).square().mean(-1, keepdim=True) + LN_EPS).sqrt())
-            y = (x32 - u) / scale * self.g.float() + self.b.float()  # biased variance
+            s = (x32 - u).square().mean(-1, keepdim=True)  # biased variance
+            scale = hook(hooks, self.scope, "hook_scale", (s + LN_EPS).sqrt())
+            y = (x32 - u) / scale * self.g.float() + self.b.float()
         else:
             y = F.layer_norm(x32, x.shape[-1:], self.g.float(), self.b.float(), LN_EPS)  # biased variance
         return hook(hooks, self.scope, "hook_normalized", y.to(x.dtype))
@@ -63,10 +64,10 @@ def matmul(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -
     """``x [N, K] @ w [K, M] (+ b)``. For a few rows on the CPU (decoding) one ``mm`` reads the
     weights at ~16 GB/s on 2 cores; split into blocks multiplied as a batch (threads take whole
     blocks), ~20 GB/s (see ``scripts/benchmark.py``). A contiguous ``w`` is split along K into
-    MATMUL_BLOCKS contiguous slabs whose partial sums are added in a fixed order, so the result
+    _MATMUL_BLOCKS contiguous slabs whose partial sums are added in a fixed order, so the result
     does not depend on the thread count; a strided view (the LM head's ``wte.t()``) is split
     along M (each output a whole dot product)."""
-    n = MATMUL_BLOCKS
+    n = _MATMUL_BLOCKS
     K, M = w.shape
     if x.device.type != "cpu" or x.shape[0] > 16:
         return x @ w if b is None else torch.addmm(b, x, w)

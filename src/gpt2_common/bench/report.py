@@ -92,6 +92,12 @@ def format_report(res: Dict[str, Any]) -> str:
     if any("gpu_peak_mb" in rows[n] for n in names):
         table.append(["GPU peak (MB)", *[_fmt(rows[n].get("gpu_peak_mb"), 0) for n in names]])
     table.append([f"b={min(res['batch_sizes'])} decode / limit", *[_fmt(rows[n]["fraction_of_limit"], 2) for n in names]])
+    if any("hooks" in rows[n] for n in names):  # --hooks T: run_with_cache of every name vs a plain forward
+        h = [rows[n].get("hooks") for n in names]
+        T = next(x["T"] for x in h if x)
+        table.append([f"cache all T={T}: time (x plain)", *["-" if x is None else _fmt(x["ratio"], 2) for x in h]])
+        table.append(["  cache MB / peak RSS rise MB",
+                      *["-" if x is None else f"{x['cache_mb']:.0f} / {x['peak_rise_mb']:.0f}" for x in h]])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
               for r in table]

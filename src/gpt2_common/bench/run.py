@@ -59,7 +59,7 @@ def column_settings(column: str, xla: bool) -> Dict[str, Any]:
 def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
               json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
-              train_context=256, baseline=None, baseline_rounds=10):
+              train_context=256, baseline=None, baseline_rounds=10, hooks=0):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -91,6 +91,8 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
             ``git worktree add DIR REV``): instead of the report, compare this checkout with it,
             prefill and decode of every column in lockstep (see gpt2_common.bench.compare).
         baseline_rounds: Rounds of the --baseline comparison (one timed run per side each).
+        hooks: Also time run_with_cache of every named activation over this many tokens against
+            a plain forward of them (tf and torch; 0: off): time ratio, cache size, peak RSS rise.
     """
     from gpt2_common.hparams import MODEL_SHAPES, load_hparams
 
@@ -129,6 +131,9 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         hp, label = MODEL_SHAPES[str(model)], f"{model} (random weights)"
     else:
         raise UsageError(f"unknown --model {model!r}: choose one of {', '.join(MODEL_SHAPES)} or give --model_dir")
+    hooks_T = cli.check_int("hooks", hooks, 0)
+    if hooks_T > hp.n_ctx:
+        raise UsageError(f"--hooks {hooks_T} exceeds the model's context of {hp.n_ctx} tokens")
     if max(prefill_T) > hp.n_ctx:
         raise UsageError(f"--prefill {max(prefill_T)} exceeds the model's context of {hp.n_ctx} tokens")
     prompt = min(DECODE_PROMPT, hp.n_ctx + 1 - n_new)
@@ -167,7 +172,7 @@ def benchmark(model="124M", model_dir=None, backends="tf,torch", hf=True, prefil
         rows: Dict[str, Dict[str, Any]] = {}
         spec = {"model_dir": os.fspath(model_dir or tmp), "device": device, "prefill": prefill_T,
                 "batch_sizes": batches, "decode_tokens": n_new, "decode_prompt": prompt,
-                "repeats": repeats, "threads": threads}
+                "repeats": repeats, "threads": threads, "hooks": hooks_T}
         runs: Dict[str, List[Dict[str, Any]]] = {}
         for r in range(rounds):  # interleaved, so a slow spell of a shared machine hits every row
             for b in columns + (["hf"] if hf else []):

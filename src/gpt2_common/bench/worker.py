@@ -41,7 +41,28 @@ def timed_median(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-Measure = Tuple[int, Callable[[Any], None], Callable[[Any, int], List[float]]]
+Measure = Tuple[int, Callable[[Any], None], Callable[[Any, int], List[float]], Optional[Any]]
+
+
+def hooks_cost(model: Any, T: int, repeats: int) -> Dict[str, float]:
+    """``run_with_cache`` of every named activation against a plain forward (``model.logits``) of
+    the same ``T`` random tokens, alternated: median seconds of each, their ratio, the cache's
+    size and how far it raised the process's peak RSS above the plain forward's."""
+    import numpy as np
+
+    tokens = np.random.default_rng(1).integers(0, model.hparams.n_vocab, size=(1, T), dtype=np.int32)
+    model.logits(tokens)  # warm-up (and the plain forward's own peak)
+    before = peak_rss_mb()
+    cache_mb = sum(a.nbytes for a in model.run_with_cache(tokens)[1].values()) / 2 ** 20
+    plain, cached = [], []
+    for _ in range(repeats):
+        for times, fn in ((plain, model.logits), (cached, model.run_with_cache)):
+            t = time.perf_counter()
+            fn(tokens)
+            times.append(time.perf_counter() - t)
+    p, c = statistics.median(plain), statistics.median(cached)
+    return {"T": T, "plain_s": p, "cache_s": c, "ratio": c / p, "cache_mb": cache_mb,
+            "peak_rise_mb": peak_rss_mb() - before}
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -53,7 +74,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         os.environ["GPT2_TF_XLA"] = "1" if spec["xla"] else "0"
     backend, repeats = spec["backend"], spec["repeats"]
     row: Dict[str, Any] = {"prefill": {}, "decode": {}}
-    n_vocab, prefill, generate = (_hf_measure if backend == "hf" else _native_measure)(spec, row)
+    n_vocab, prefill, generate, model = (_hf_measure if backend == "hf" else _native_measure)(spec, row)
     rng = np.random.default_rng(0)
     t = time.perf_counter()  # the first call: tracing (and XLA compiling) a prefill and a decode step
     generate(rng.integers(0, n_vocab, size=(1, 8), dtype=np.int32), 2)
@@ -67,6 +88,9 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         ctx = rng.integers(0, n_vocab, size=(B, spec["decode_prompt"]), dtype=np.int32)
         row["decode"][str(B)] = decode_stats(lambda: generate(ctx, spec["decode_tokens"]), B, repeats)
     row["peak_rss_mb"] = peak_rss_mb()
+    if spec.get("hooks") and model is not None:  # named activations: every one cached vs none
+        log(f"{backend}: run_with_cache of every activation, T={spec['hooks']}")
+        row["hooks"] = hooks_cost(model, spec["hooks"], repeats)
     gpu = gpu_peak_mb(backend, spec["device"])
     if gpu is not None:
         row["gpu_peak_mb"] = gpu
@@ -74,7 +98,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _native_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
-    """Load the checkpoint with ``load_model``; returns (n_vocab, prefill, generate)."""
+    """Load the checkpoint with ``load_model``; returns (n_vocab, prefill, generate, model)."""
     import numpy as np
 
     if spec["backend"] == "tf":
@@ -107,11 +131,11 @@ def _native_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
         model.generate(ctx, n, temperature=0, callback=lambda step, new: stamps.append(time.perf_counter()))
         return stamps
 
-    return model.hparams.n_vocab, prefill, generate
+    return model.hparams.n_vocab, prefill, generate, model
 
 
 def _hf_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
-    """Build transformers' GPT2LMHeadModel from the checkpoint; returns (n_vocab, prefill, generate)."""
+    """Build transformers' GPT2LMHeadModel from the checkpoint; returns (n_vocab, prefill, generate, None)."""
     import numpy as np
     import torch
     import transformers
@@ -158,7 +182,7 @@ def _hf_measure(spec: Dict[str, Any], row: Dict[str, Any]) -> Measure:
                        do_sample=False, pad_token_id=hp.n_vocab - 1, streamer=streamer)
         return streamer.stamps
 
-    return hp.n_vocab, prefill, generate
+    return hp.n_vocab, prefill, generate, None
 
 
 def peak_rss_mb() -> float:

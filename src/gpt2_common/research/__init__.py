@@ -22,16 +22,18 @@ from __future__ import annotations
 
 from .corpus import (BATCH_DOCS, dist_env, done_lines, merge, part_path, plan,  # noqa: F401
                      score_corpus, score_to_file)
-from .data import (SPLITS, iter_jsonl, labelled, read_jsonl, read_text, source_name,  # noqa: F401
-                   split_paths)
+from .data import (SPLITS, iter_jsonl, labelled, read_jsonl, read_text, require_both_classes,  # noqa: F401
+                   source_name, split_paths)
 from .detect import (TFIDF_C_GRID, best_threshold, logprob_detection, mean_logprobs,  # noqa: F401
-                     tfidf_baseline, threshold_accuracy)
+                     require_sklearn, tfidf_baseline, threshold_accuracy)
 from .score import (MAX_BATCH_LOGITS, ResearchError, ScoreResult, check_stride,  # noqa: F401
                     score_documents, score_many, score_text, score_tokens, token_strings, window_plan)
 
 __all__ = ["BATCH_DOCS", "dist_env", "done_lines", "merge", "part_path", "plan", "score_corpus",
            "score_to_file",
-           "SPLITS", "iter_jsonl", "labelled", "read_jsonl", "read_text", "source_name", "split_paths",
-           "TFIDF_C_GRID", "best_threshold", "logprob_detection", "mean_logprobs", "tfidf_baseline",
+           "SPLITS", "iter_jsonl", "labelled", "require_both_classes", "read_jsonl", "read_text",
+           "source_name", "split_paths",
+           "TFIDF_C_GRID", "best_threshold", "logprob_detection", "mean_logprobs", "require_sklearn",
+           "tfidf_baseline",
            "threshold_accuracy", "MAX_BATCH_LOGITS", "ResearchError", "ScoreResult", "check_stride",
            "score_documents", "score_many", "score_text", "score_tokens", "token_strings", "window_plan"]

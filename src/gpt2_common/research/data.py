@@ -90,3 +90,14 @@ def split_paths(data_dir: str, source: str, splits: Sequence[str] = SPLITS,
 def labelled(real: Sequence[str], fake: Sequence[str]) -> Tuple[List[str], np.ndarray]:
     """Texts ``real + fake`` and labels (0 = real, 1 = generated), as ``baseline.py`` builds them."""
     return list(real) + list(fake), np.array([0] * len(real) + [1] * len(fake), dtype=np.int64)
+
+
+def require_both_classes(split: str, labels: Sequence[int]) -> None:
+    """:class:`ResearchError` unless split ``split``'s ``labels`` hold both real (0) and generated
+    (1) documents: a detector cannot be trained, tuned or tested on one class (an empty generated
+    test file would score 100%)."""
+    have = set(np.asarray(labels).tolist())
+    missing = [name for k, name in ((0, "real"), (1, "generated")) if k not in have]
+    if missing:
+        raise ResearchError(f"the {split} split needs both real and generated documents "
+                            f"(it has no {' and no '.join(missing)} ones)")

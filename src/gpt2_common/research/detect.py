@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .data import labelled
+from .data import labelled, require_both_classes
 from .score import ResearchError, score_documents
 
 TFIDF_C_GRID = tuple(2.0**k for k in range(-6, 7))  # 1/64 .. 64
@@ -98,10 +98,8 @@ def logprob_detection(model: Any, real_valid: Sequence[str], fake_valid: Sequenc
 
     v_scores, v_labels = scored(real_valid, fake_valid)
     t_scores, t_labels = scored(real_test, fake_test)
-    if len(v_scores) == 0:
-        raise ResearchError("the validation split has no documents to score")
-    if len(t_scores) == 0:
-        raise ResearchError("the test split has no documents to score")
+    require_both_classes("valid", v_labels)  # documents with no tokens are left out first
+    require_both_classes("test", t_labels)
     threshold, direction, valid_acc = best_threshold(v_scores, v_labels)
     return {"source": source, "method": "logprob", "n_valid": int(len(v_scores)), "n_test": int(len(t_scores)),
             "threshold": threshold, "direction": direction, "max_tokens": max_tokens,
@@ -111,12 +109,20 @@ def logprob_detection(model: Any, real_valid: Sequence[str], fake_valid: Sequenc
 
 # The TF-IDF + logistic regression baseline (scikit-learn, the `detect` extra)
 
-def _sklearn() -> Tuple[Any, Any]:
+def require_sklearn(what: str) -> None:
+    """:class:`ResearchError` unless scikit-learn imports (``what`` needs it); the CLI asks before
+    it reads data or loads a model."""
     try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
+        import sklearn.linear_model  # noqa: F401
     except ImportError:
-        raise ResearchError("the tfidf baseline needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+        raise ResearchError(f"{what} needs scikit-learn: pip install 'gpt2-toolkit[detect]'") from None
+
+
+def _sklearn() -> Tuple[Any, Any]:
+    require_sklearn("the tfidf baseline")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
     return TfidfVectorizer, LogisticRegression
 
 
@@ -136,11 +142,8 @@ def tfidf_baseline(train: Tuple[Sequence[str], Sequence[str]], valid: Tuple[Sequ
     train_texts, train_labels = labelled(*train)
     valid_texts, valid_labels = labelled(*valid)
     test_texts, test_labels = labelled(*test)
-    for name, labels in (("train", train_labels), ("valid", valid_labels)):
-        if len(set(labels.tolist())) < 2:
-            raise ResearchError(f"the {name} split needs both real and generated documents")
-    if not len(test_labels):
-        raise ResearchError("the test split has no documents")
+    for name, labels in (("train", train_labels), ("valid", valid_labels), ("test", test_labels)):
+        require_both_classes(name, labels)
     vect = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, max_features=max_features)
     try:
         train_x = vect.fit_transform(train_texts)
