@@ -23,7 +23,7 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
           save_every=1000, val_every=100, val_batch_count=8, val_dataset=None, val_fraction=0.0,
           memory_saving_gradients=False, only_train_transformer_layers=False, backend='torch', device=None,
           dtype='float32', seed=0, warmup_steps=0, lr_schedule='constant', weight_decay=None, grad_clip=1.0,
-          context=None, n_layer=None, n_embd=None, n_head=None, n_ctx=None, vocab_dir=None, keep=3,
+          context=None, n_layer=None, n_embd=None, n_head=None, n_ctx=None, n_vocab=None, vocab_dir=None, keep=3,
           plot=None, download=True, progress=True, stop_after=0, fsdp=False):
     """Train GPT-2 on a dataset; checkpoint/<run_name>/ becomes a model folder in the original layout.
 
@@ -70,6 +70,8 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         n_embd: Width, from scratch.
         n_head: Attention heads, from scratch.
         n_ctx: Context length, from scratch.
+        n_vocab: Vocabulary size, from scratch (default 50257): a smaller one keeps the token ids
+            0..n_vocab-1 only, for toy tasks on a few ids (needs --sample_every 0).
         vocab_dir: Folder with encoder.json and vocab.bpe (default: the model folder).
         keep: Keep the last N saves (0: all).
         plot: Write a PNG of the loss curves here at the end.
@@ -80,6 +82,7 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         fsdp: Under torchrun: shard parameters, gradients and optimizer state across the ranks
             (FSDP2 fully_shard) instead of replicating them (DDP). Needs --sample_every 0.
     """
+    from gpt2_common.constants import EOT_TOKEN
     from gpt2_common.encoder import load_encoder
     from gpt2_common.train import session as S
     from gpt2_common.train.loop import Interrupted, LoopConfig, train_loop
@@ -112,6 +115,7 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
         raise cli.UsageError(f"--run_name must be a name, got {run_name!r}")
     cli.check_model_name(run_name)
     run = RunFolder(os.path.join(os.path.expanduser(str(checkpoint_dir)), run_name))
+    run.check_writable()  # a file in the way, or no permission: before anything is loaded
     world = detect(backend)  # torchrun's or TF_CONFIG's ranks; alone without a launcher
     loop = dataclasses.replace(loop, world=world)
     if cli.check_flag("fsdp", fsdp) and (backend != 'torch' or world.size < 2):
@@ -123,18 +127,22 @@ def train(dataset=None, model_name=cli.DEFAULT_MODEL, models_dir='models', model
 
     # ---- where the weights start, and the data ----
     base_dir, base_name = cli.resolve_model_dir(model_name, models_dir, model_dir)
-    scratch = S.scratch_hparams(n_layer, n_embd, n_head, n_ctx)
+    scratch = S.scratch_hparams(n_layer, n_embd, n_head, n_ctx, n_vocab)
     start = S.settle_start(run, restore_from, base_dir, base_name, scratch, vocab_dir, loop.seed, download)
     try:
         hp = start.hparams
         context = hp.n_ctx if context is None else context
         if context > hp.n_ctx:
             raise cli.UsageError(f"--context {context} is longer than the model's n_ctx {hp.n_ctx}")
-        if loop.sample_length > hp.n_ctx:
+        if loop.sample_every and hp.n_vocab <= EOT_TOKEN:
+            raise cli.UsageError(f"a vocabulary of {hp.n_vocab} tokens has no <|endoftext|> to start samples "
+                                 "from: give --sample_every 0")
+        if loop.sample_every and loop.sample_length > hp.n_ctx:
             raise cli.UsageError(f"--sample_length {loop.sample_length} is longer than the model's n_ctx {hp.n_ctx}")
         encoder = load_encoder(start.vocab_dir)
         train_data, val_data = S.load_data(dataset, val_dataset, val_fraction, encoder, context, batch_size,
-                                           loop.seed, loop.val_batch_count)
+                                           loop.seed, loop.val_batch_count,
+                                           hp.n_vocab if hp.n_vocab <= EOT_TOKEN else None)  # a toy vocabulary: check ids
 
         # ---- model and trainer (data-parallel: join the other ranks first) ----
         from gpt2_common import load_model

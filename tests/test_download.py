@@ -4,6 +4,7 @@ length, or send an HTML page with status 200. It serves a valid model folder (th
 a tiny random checkpoint), since every file is checked before it gets its name."""
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -25,7 +26,8 @@ class Server:
     """Serves ``files`` (url path -> bytes). ``behave[path]`` is a list of one-shot behaviours
     consumed per request ("drop", "404", "500", "stall", "stallbody", "norange", "nolength": no
     Content-Length, "nolengthcut": that and half the body, "html": an error page with status 200,
-    "trickle": a byte every 20 ms); ``always[path]`` is the behaviour once those are used up;
+    "trickle": a byte every 20 ms, "gzip": the body gzip-compressed with Content-Encoding: gzip,
+    "206": a 206 from byte 10 whatever was asked); ``always[path]`` is the behaviour once those are used up;
     ``requests`` logs ``(path, Range header)``."""
 
     def __init__(self) -> None:
@@ -33,6 +35,7 @@ class Server:
         self.behave: dict = {}
         self.always: dict = {}
         self.requests: list = []
+        self.accept_encodings: list = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,11 +45,27 @@ class Server:
             def do_GET(self):
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                server.accept_encodings.append(self.headers.get("Accept-Encoding"))
                 queue = server.behave.get(self.path) or []
                 how = queue.pop(0) if queue else server.always.get(self.path, "ok")
                 body = server.files.get(self.path)
                 if body is None or how == "404":
                     self.send_error(404, "Not Found")
+                    return
+                if how == "gzip":  # compressed although identity was asked for
+                    packed = gzip.compress(body)
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(packed)))
+                    self.end_headers()
+                    self.wfile.write(packed)
+                    return
+                if how == "206":  # a piece from the middle, unasked
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 10-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Length", str(len(body) - 10))
+                    self.end_headers()
+                    self.wfile.write(body[10:])
                     return
                 if how == "500":
                     self.send_error(500, "Internal Server Error")
@@ -229,7 +248,7 @@ def test_body_without_length_complete_is_confirmed(server, tmp_path):
 
 
 def test_cut_body_from_a_server_ignoring_range_fails_the_checks(server, tmp_path):
-    """Without Range support the end cannot be confirmed: the content checks catch the cut."""
+    """Without Range support the end cannot be confirmed: the file is not saved."""
     path = f"/124M/{INDEX}"
     server.behave[path] = ["nolengthcut", "norange"]
     with pytest.raises(DownloadError, match=r"model.ckpt.index: .*; not saved \(run again"):
@@ -491,3 +510,79 @@ def test_cli_offline_and_bad_flags(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "error: retries must be an integer >= 0, got -1"]
     assert list(tmp_path.iterdir()) == []  # nothing created, not even models/ or data/
+
+
+def test_part_files_that_are_links_are_not_followed(server, tmp_path):
+    """A symbolic link planted as a .part (model file or dataset file) pointing outside is
+    refused with one line; the file it points at stays byte-identical and nothing is fetched."""
+    outside = tmp_path / "outside.txt"
+    server.files["/webtext.valid.jsonl"] = b'{"text": "x"}\n'
+    for f in (DATA, "vocab.bpe", "webtext.valid.jsonl"):
+        outside.write_bytes(b"precious, 24 bytes long\n")
+        folder = tmp_path / ("data" if f.endswith(".jsonl") else "models/124M")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / (f + ".part")).symlink_to(outside)
+        server.requests.clear()
+        with pytest.raises(DownloadError, match="symbolic link") as e:
+            if f.endswith(".jsonl"):
+                download_dataset("webtext", "valid", str(folder), base_url=server.url, progress=False)
+            else:
+                download_model("124M", str(tmp_path / "models"), files=[INDEX, f] if f == DATA else [f],
+                               base_url=server.url, progress=False)
+        assert "\n" not in str(e.value) and f + ".part" in str(e.value)
+        assert outside.read_bytes() == b"precious, 24 bytes long\n", f
+        assert not (folder / f).exists() and (folder / (f + ".part")).is_symlink()
+        assert all(p != "/" + f and not p.endswith("/" + f) for p, _ in server.requests), f
+    # a dangling link would have created its target
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "webtext.valid.jsonl.part").symlink_to(tmp_path / "created.txt")
+    with pytest.raises(DownloadError, match="symbolic link"):
+        download_dataset("webtext", "valid", str(tmp_path / "d2"), base_url=server.url, progress=False)
+    assert not (tmp_path / "created.txt").exists()
+
+
+def test_a_server_that_cannot_prove_the_end_is_not_believed(server, tmp_path):
+    """No Content-Length and Range ignored: a .jsonl cut at a line boundary or a cut
+    model.ckpt.meta (which no content check covers) used to be saved as complete; a gzip-encoded
+    body as well. Identity is asked for, another encoding refused, and an end nobody can confirm
+    is one line, with nothing saved."""
+    line = b'{"id": 0, "text": "twelve words of text"}\n'
+    server.files["/webtext.valid.jsonl"] = line * 2  # cut in half: one whole line
+    cases = [("webtext.valid.jsonl", ["nolengthcut", "norange"], "cannot prove the file complete"),
+             ("webtext.valid.jsonl", ["nolength", "norange"], "cannot prove the file complete"),
+             ("model.ckpt.meta", ["nolengthcut", "norange"], "cannot prove the file complete"),
+             ("model.ckpt.meta", ["gzip"], "Content-Encoding gzip"),
+             ("webtext.valid.jsonl", ["gzip"], "Content-Encoding gzip")]
+    for i, (f, how, words) in enumerate(cases):
+        path = f"/{f}" if f.endswith(".jsonl") else f"/124M/{f}"
+        server.behave[path] = list(how)
+        server.accept_encodings.clear()
+        with pytest.raises(DownloadError, match=words) as e:
+            if f.endswith(".jsonl"):
+                download_dataset("webtext", "valid", str(tmp_path / str(i)), base_url=server.url, progress=False)
+            else:
+                download_model("124M", str(tmp_path / str(i)), files=[f], base_url=server.url, progress=False)
+        print(f"{f} {how}: {e.value}")
+        assert "\n" not in str(e.value) and "not saved" in str(e.value)
+        assert not (tmp_path / str(i)).exists()  # no file, no .part, no folder
+        assert set(server.accept_encodings) == {"identity"}
+        server.behave.clear()
+
+
+def test_206_to_a_request_without_range_starts_again(server, tmp_path):
+    path = f"/124M/{INDEX}"
+    server.behave[path] = ["206"]
+    download_model("124M", str(tmp_path), files=[INDEX], base_url=server.url, progress=False)
+    assert (tmp_path / "124M" / INDEX).read_bytes() == server.files[path]
+    assert [r for p, r in server.requests if p == path] == [None, None]
+
+
+def test_auto_download_failure_lists_only_what_is_missing(server, tmp_path, monkeypatch):
+    from gpt2_common import cli
+
+    monkeypatch.setenv("GPT2_MODELS_URL", server.url)
+    server.always[f"/124M/{DATA}"] = "404"
+    with pytest.raises(cli.UsageError) as e:
+        cli.ensure_model_files(str(tmp_path / "124M"), "124M", err=open(os.devnull, "w"))
+    print(e.value)
+    assert f"model files missing ({DATA}) and the download failed" in str(e.value)

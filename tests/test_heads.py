@@ -93,3 +93,40 @@ def test_repeated_random_tokens(tmp_path):
     np.testing.assert_array_equal(np.fromfile(path, dtype="<u2"), t.reshape(-1))
     with pytest.raises(ValueError):
         repeated_random_tokens(1, 4, 10, low=50250)
+
+
+def test_head_scores_through_a_model(make_model_dir):
+    """Through run_with_cache on both backends: the scores are those of the cached patterns, the
+    same (to float rounding) on TF and torch, and the losses split as the logits say."""
+    from conftest import need
+
+    need("torch")
+    need("tensorflow")
+    from gpt2_common import load_model
+    from gpt2_common.interp import interventions as iv
+
+    d = make_model_dir("tiny")
+    got = {}
+    for backend in ("tf", "torch"):
+        model = load_model(backend, d, device="cpu")
+        s = heads.head_scores(model, length=8, vocab=100, count=4, seed=1, bos=50256, low=500)
+        assert s.induction.shape == s.previous.shape == s.duplicate.shape == (2, 2)
+        assert s.tokens.shape == (4, 17) and s.offset == 1
+        _, cache = model.run_with_cache(s.tokens, names=heads.pattern_name(1))
+        np.testing.assert_allclose(s.induction[1], heads.scores_from_patterns(
+            cache["blocks.1.attn.hook_pattern"], 8, 1)["induction"], rtol=1e-6)  # TF: two eager runs
+        first, second = heads.repeated_losses(model, s.tokens, 8, 1)
+        expect = heads.split_losses(heads.token_losses(model.logits(s.tokens), s.tokens), 8, 1)
+        assert (first, second) == pytest.approx(expect)
+        ablated = heads.repeated_losses(model, s.tokens, 8, 1, hooks=iv.ablate_heads(model, [(0, 0), (1, 1)]))
+        assert ablated != pytest.approx((first, second))  # the heads matter to a random model too
+        got[backend] = (s, first, second, ablated)
+    for k in heads.SCORES:
+        diff = np.abs(getattr(got["tf"][0], k) - getattr(got["torch"][0], k)).max()
+        print(f"{k}: max |tf - torch| {diff:.2e}")
+        assert diff < 1e-5
+    assert got["tf"][1:3] == pytest.approx(got["torch"][1:3], rel=1e-5)
+    assert got["tf"][3] == pytest.approx(got["torch"][3], rel=1e-5)
+    print(got["torch"][0].table())
+    with pytest.raises(ValueError, match="n_ctx"):
+        heads.head_scores(model, length=40)

@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, U
 
 import numpy as np
 
+from .safeio import file_mode
 from .sstable import (as_bytes, build_table, crc32c, fields, get_varint, int64, mask, read_table,
                       varint)
 
@@ -336,6 +337,8 @@ def write_checkpoint(directory: PathLike, tensors: Mapping[str, np.ndarray],
             quoted = prefix.replace("\\", "\\\\").replace('"', '\\"')
             f.write(f'model_checkpoint_path: "{quoted}"\n'
                     f'all_model_checkpoint_paths: "{quoted}"\n'.encode("utf-8"))
+        for name in temps:  # mkstemp's 0600 is for the temporary names only
+            os.chmod(name, file_mode())
         os.replace(data_tmp, final + ".data-00000-of-00001")
         os.replace(index_tmp, final + ".index")
         os.replace(state_tmp, os.path.join(directory, "checkpoint"))

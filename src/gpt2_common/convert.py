@@ -25,10 +25,10 @@ from .checkpoint import CheckpointError, list_variables, read_checkpoint, write_
 from .constants import (ENDOFTEXT, HF_CONFIG_FILE, HF_LAYOUT, HF_TOKENIZER_FILE, HF_VOCAB_FILES,
                         ORIGINAL_LAYOUT, VOCAB_FILES)
 from .encoder import read_vocab, write_vocab
-from .hf import (HFTensors, config_from_hparams, few, hf_folder, hf_name, read_hf_config, to_hf,
+from .hf import (HFTensors, config_from_hparams, hf_folder, hf_name, read_hf_config, to_hf,
                  tokenizer_file, vocab_paths)
 from .hparams import HParams, load_hparams, save_hparams
-from .weights import expected_shapes
+from .weights import check_variables
 
 LAYOUTS = (HF_LAYOUT, ORIGINAL_LAYOUT)
 
@@ -53,18 +53,11 @@ def detect_layout(path: str) -> str:
 
 class OriginalTensors(Mapping):
     """An original-layout checkpoint as a mapping from names to arrays read one per access
-    (names and shapes checked against ``hp`` when opened; extra variables are ignored)."""
+    (names and shapes checked against ``hp`` when opened: :func:`gpt2_common.weights.check_variables`)."""
 
     def __init__(self, model_dir: str, hp: HParams) -> None:
-        self.model_dir, self._shapes = model_dir, expected_shapes(hp)
-        have = list_variables(model_dir)
-        missing = [n for n in self._shapes if n not in have]
-        if missing:
-            raise CheckpointError(f"{model_dir}: missing variables {few(missing)}")
-        for name, shape in self._shapes.items():
-            if tuple(have[name]) != shape:
-                raise CheckpointError(f"{model_dir}: variable {name!r} has shape {tuple(have[name])}, "
-                                      f"hparams.json implies {shape}")
+        self.model_dir = model_dir
+        self._shapes = check_variables(list_variables(model_dir), hp, model_dir)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._shapes:

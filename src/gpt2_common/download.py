@@ -16,14 +16,18 @@ What the original ``download_model.py`` lacked, every file here gets:
   request;
 * a body sent without a length (no ``Content-Length``, not chunked) is only taken as complete
   when the server answers a ``Range`` request from its end with 416 (nothing more); if it has
-  more, the body was cut short and the download resumes;
+  more, the body was cut short and the download resumes; if it ignores ``Range``, nothing can
+  prove the file complete and it is not saved (one line says so);
+* ``Accept-Encoding: identity`` is asked for, and a body with another ``Content-Encoding``
+  (gzip ...) is refused: its bytes are not the file's;
 * data is written to ``<file>.part`` and renamed (``os.replace``) to its final name only when it
   is complete, its size matches what the server announced, and its content passes
   :func:`gpt2_common.validate.check_download` (JSON parses, the vocabulary's SHA-256 is GPT-2's,
   the checkpoint index and data pass the reader's checks). A file that fails is deleted, so a
   re-run fetches it again. So a final name always means a complete, valid file: a re-run skips
   files that exist without asking the server. A ``.part`` file may remain after a network
-  failure or Ctrl-C; the next run resumes it;
+  failure or Ctrl-C; the next run resumes it. A ``.part`` that is a symbolic link is refused,
+  never written through (:func:`gpt2_common.safeio.open_nofollow`);
 * a tqdm progress bar per file (on stderr), and one clear line when the host cannot be reached.
 
 The base URLs can be overridden by argument or by the environment variables ``GPT2_MODELS_URL``
@@ -47,6 +51,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 from .constants import MODEL_FILES, MODEL_NAMES
 from .constants import OLD_MODEL_NAMES as ALIASES
+from .safeio import open_nofollow
 
 MODELS_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 DATASET_URL = "https://openaipublic.blob.core.windows.net/gpt-2/output-dataset/v1"
@@ -57,6 +62,7 @@ DATASETS = ("webtext",
             "small-117M-nucleus", "medium-345M-nucleus", "large-762M-nucleus", "xl-1542M-nucleus")
 SPLITS = ("train", "valid", "test")
 
+HEADERS = {"User-Agent": "gpt2-toolkit", "Accept-Encoding": "identity"}  # the file's own bytes
 BACKOFF = 1.0  # seconds before the first retry; doubles after each failed try (tests lower it)
 CHUNK = 1 << 20
 STALL_BYTES = 64 << 10
@@ -190,6 +196,8 @@ def fetch(url: str, dest: str, *, progress: bool = True, retries: int = 3, timeo
     if os.path.isfile(dest):
         return False  # only ever produced by the rename below, so it is complete
     part = dest + ".part"
+    if os.path.islink(part):  # never resumed or written through: it could point anywhere
+        raise DownloadError(f"{part} is a symbolic link; not followed (remove it)")
     try:
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     except OSError as e:
@@ -232,8 +240,8 @@ def _check(url: str, part: str, dest: str) -> None:
 def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes: int = STALL_BYTES,
                 stall_seconds: float = STALL_SECONDS) -> None:
     """One try: resume ``part`` from its size; raise :class:`_Retry` for transient failures."""
-    have = os.path.getsize(part) if os.path.isfile(part) else 0
-    headers = {"User-Agent": "gpt2-toolkit"}
+    have = os.lstat(part).st_size if os.path.isfile(part) and not os.path.islink(part) else 0
+    headers = dict(HEADERS)
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
@@ -256,10 +264,15 @@ def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes
         raise _network_error(url, e) from None
 
     with resp:
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):  # the bytes on the wire are not the file's
+            raise DownloadError(f"{url}: the server sent Content-Encoding {encoding}, not the identity "
+                                "asked for; not saved")
         if resp.status == 206:
             start, total = _content_range(resp.headers.get("Content-Range", ""))
-            if start != have:  # not the piece we asked for: start over
-                os.remove(part)
+            if start != have:  # not the piece we asked for (or a piece unasked): start over
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(part)
                 raise _Retry("server resumed at the wrong offset; starting again")
             mode = "ab"
         else:  # 200: the whole file (a fresh start, or a server that ignores Range)
@@ -268,7 +281,7 @@ def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes
             total = int(length) if length.isdigit() else None
         unsized = total is None and not getattr(resp, "chunked", False)  # ends when the server hangs up
         bar = _progress_bar(os.path.basename(part[:-len(".part")]), total, have, progress)
-        with bar, open(part, mode) as f:
+        with bar, open_nofollow(part, mode) as f:
             window_start, window_bytes = time.monotonic(), 0
             while True:
                 try:
@@ -291,20 +304,24 @@ def _fetch_once(url: str, part: str, progress: bool, timeout: float, stall_bytes
             os.remove(part)
         raise _Retry(f"connection lost after {got} of {total} bytes")
     if unsized:
-        _confirm_end(url, got, timeout)
+        _confirm_end(url, part, got, timeout)
 
 
-def _confirm_end(url: str, got: int, timeout: float) -> None:
+def _confirm_end(url: str, part: str, got: int, timeout: float) -> None:
     """A body without a length ended after ``got`` bytes: ask for the rest (``Range: bytes=got-``).
 
     416 means there is no more (complete); 206 means the body was cut short (:class:`_Retry`, which
-    resumes); a server that ignores ``Range`` cannot tell, and the content checks decide.
+    resumes). A server that ignores ``Range`` (200) cannot prove the file complete: ``part`` is
+    deleted and :class:`DownloadError` says so (a cut at a line boundary would pass any check).
     """
-    req = urllib.request.Request(url, headers={"User-Agent": "gpt2-toolkit", "Range": f"bytes={got}-"})
+    req = urllib.request.Request(url, headers={**HEADERS, "Range": f"bytes={got}-"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             if resp.status == 206:
                 raise _Retry(f"connection lost after {got} bytes (the server has more)")
+        os.remove(part)
+        raise DownloadError(f"{url}: the server cannot prove the file complete (no Content-Length, and it "
+                            "ignores Range requests); not saved (run again to try again)")
     except urllib.error.HTTPError as e:
         e.close()
         if e.code == 416 and _content_range(e.headers.get("Content-Range", ""))[1] in (None, got):

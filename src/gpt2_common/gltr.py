@@ -58,6 +58,10 @@ def check_output_path(path: Any, flag: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ResearchError(f"{flag}: folder {os.path.dirname(path) or '.'} does not exist")
+    from .safeio import can_write_in
+
+    if not can_write_in(folder):
+        raise ResearchError(f"{flag}: cannot write in folder {os.path.dirname(path) or '.'} (permission denied)")
     if os.path.isdir(path):
         raise ResearchError(f"{flag}: {path} is a folder")
     return path

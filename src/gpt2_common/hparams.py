@@ -56,6 +56,8 @@ def save_hparams(hp: HParams, path: PathLike) -> None:
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "hparams.json")
-    with open(path, "w", encoding="utf-8") as f:
+    from .safeio import open_nofollow
+
+    with open_nofollow(path, "w") as f:  # a symbolic link there is refused, not written through
         json.dump(hp.to_dict(), f, indent=2)
         f.write("\n")

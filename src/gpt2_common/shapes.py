@@ -5,7 +5,7 @@ shapes, that they imply (:func:`expected_shapes`). Pure data and checks, no file
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -62,11 +62,12 @@ MODEL_SHAPES = {
 }
 
 
-def expected_shapes(hp: HParams) -> Dict[str, tuple]:
-    """Every variable of a GPT-2 checkpoint with its shape, in the original naming."""
+def expected_shapes(hp: HParams, n_layer: Optional[int] = None) -> Dict[str, tuple]:
+    """Every variable of a GPT-2 checkpoint with its shape, in the original naming (of the first
+    ``n_layer`` layers only, when given: a check can then stop at a checkpoint's own size)."""
     E = hp.n_embd
     shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
-    for i in range(hp.n_layer):
+    for i in range(hp.n_layer if n_layer is None else n_layer):
         p = f"model/h{i}"
         shapes.update({
             f"{p}/ln_1/g": (E,), f"{p}/ln_1/b": (E,),

@@ -18,12 +18,13 @@ is checked once:
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from .checkpoint import CheckpointError, list_variables, read_checkpoint, write_checkpoint
 from .hf import hf_folder, read_hf_model
 from .hf import huggingface_state as _huggingface_state
 from .hparams import load_hparams, save_hparams
@@ -31,6 +32,42 @@ from .shapes import HParams, Weights, expected_shapes
 
 __all__ = ["Weights", "check_weights", "expected_shapes", "huggingface_state", "load_weights",
            "random_weights", "save_model"]
+
+
+VARIABLES_PER_LAYER = 12
+
+
+def check_variables(have: Mapping[str, Sequence[int]], hp: HParams, source: str) -> Dict[str, tuple]:
+    """Check a checkpoint's variables (name -> shape, e.g. from ``list_variables``) against ``hp``
+    and return :func:`expected_shapes`; :class:`CheckpointError` names the first problem.
+
+    A variable ``hp`` needs is missing, a layer's variable it does not account for (a layer more
+    than ``n_layer`` says: loading would silently drop it), or a shape other than ``hp`` implies.
+    Other variables (an optimizer's, a step counter such as ``model/step``) are not the network's
+    and are ignored. The work is bounded by the checkpoint's size, whatever ``n_layer`` says
+    (``hparams.json`` may be damaged).
+    """
+    layers = {int(m.group(1)) for n in have if (m := re.match(r"model/h(\d+)/", n))}
+    k = min(hp.n_layer, max(layers) + 1 if layers else 0)
+    shapes = expected_shapes(hp, k)
+    missing = [n for n in shapes if n not in have]
+    count = len(missing) + VARIABLES_PER_LAYER * (hp.n_layer - k)
+    if count:
+        first = (missing or [f"model/h{k}/ln_1/g"])[:3]
+        more = f", ... ({count} in all)" if count > len(first) else ""
+        raise CheckpointError(f"{source}: missing variables {', '.join(first)}{more} (hparams.json: "
+                              f"n_layer {hp.n_layer}; the checkpoint has {len(layers)} layers)")
+    extra = sorted(n for n in have if re.match(r"model/h\d+/", n) and n not in shapes)
+    if extra:
+        more = f", ... ({len(extra)} in all)" if len(extra) > 3 else ""
+        raise CheckpointError(f"{source}: variables that hparams.json (n_layer {hp.n_layer}) does not "
+                              f"account for: {', '.join(extra[:3])}{more} (the checkpoint has "
+                              f"{len(layers)} layers)")
+    for name, shape in shapes.items():
+        if tuple(have[name]) != shape:
+            raise CheckpointError(f"{source}: variable '{name}' has shape {tuple(have[name])}, "
+                                  f"hparams.json implies {shape}")
+    return shapes
 
 
 def check_weights(weights: Mapping[str, np.ndarray], hp: HParams, source: str = "weights") -> None:
@@ -56,7 +93,8 @@ def load_weights(model_dir: str, hp: Optional[HParams] = None) -> Weights:
             raise CheckpointError(f"{os.fspath(model_dir)}: config.json describes {hf_hp}, not {hp}")
         return weights
     hp = hp or load_hparams(model_dir)
-    weights = read_checkpoint(model_dir, names=list(expected_shapes(hp)))
+    shapes = check_variables(list_variables(model_dir), hp, os.fspath(model_dir))
+    weights = read_checkpoint(model_dir, names=list(shapes))
     check_weights(weights, hp, source=os.fspath(model_dir))
     return weights
 

@@ -23,11 +23,12 @@ def user_errors() -> tuple:
     from ..hooks import HookError
     from ..hparams import HParamsError
     from ..interface import ModelError
+    from ..safeio import LinkRefused
     from ..sampling import SamplingError
     from ..train.data import DataError
 
     errors = [UsageError, HParamsError, CheckpointError, DownloadError, ModelError, SamplingError, HookError,
-              DataError, FileNotFoundError]
+              DataError, FileNotFoundError, PermissionError, LinkRefused]
     try:  # the encoder's own error type, where it has one
         from .. import encoder
 
@@ -49,6 +50,8 @@ def _one_line(e: BaseException) -> str:
     text = str(e).strip()
     if isinstance(e, KeyError) and len(e.args) == 1:  # KeyError's str() adds quotes
         text = str(e.args[0])
+    elif type(e) in (FileNotFoundError, PermissionError) and e.filename and e.strerror:
+        text = f"{e.filename}: {e.strerror}"  # not "[Errno 13] Permission denied: '...'"
     return text.splitlines()[0] if text else type(e).__name__
 
 

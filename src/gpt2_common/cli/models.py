@@ -103,8 +103,9 @@ def ensure_model_files(model_dir: str, name: Optional[str], download: bool = Tru
     print(f"model {name} not found in {model_dir}; downloading it ...", file=err, flush=True)
     try:
         download_model(name, models_dir, files=tuple(missing), progress=isatty(err))
-    except DownloadError as e:
-        raise UsageError(missing_model_message(model_dir, name, missing, _one_line(e))) from None
+    except DownloadError as e:  # what is still missing: the files fetched before the failure are there
+        still = missing_model_files(model_dir) or missing
+        raise UsageError(missing_model_message(model_dir, name, still, _one_line(e))) from None
     still = missing_model_files(model_dir)
     if still:
         raise UsageError(missing_model_message(model_dir, name, still))

@@ -30,20 +30,21 @@ DEFAULT_VOCAB = HParams().n_vocab
 
 
 def repeated_random_tokens(count: int, length: int, vocab: int, seed: int = 0, bos: Optional[int] = None,
-                           low: int = 0) -> np.ndarray:
-    """``count`` sequences ``[bos] + r + r``, int32 ``[count, 2 * length (+1 with bos)]``.
+                           low: int = 0, copies: int = 2) -> np.ndarray:
+    """``count`` sequences ``[bos] + r + r``, int32 ``[count, 2 * length (+1 with bos)]``; with
+    ``copies`` = k, ``r`` k times (``[count, k * length (+1)]``).
 
     ``r`` (``length`` ids, a fresh draw per row) is uniform over ``low .. low + vocab - 1``, from a
     ``numpy`` generator seeded with ``seed`` (the same arguments give the same array). ``bos``: a
     token id put first (e.g. ``EOT_TOKEN``, as TransformerLens prepends), or None for no such token.
     """
-    if count < 1 or length < 1 or vocab < 1:
-        raise ValueError(f"count, length and vocab must be >= 1, got {count}, {length}, {vocab}")
+    if count < 1 or length < 1 or vocab < 1 or copies < 1:
+        raise ValueError(f"count, length, vocab and copies must be >= 1, got {count}, {length}, {vocab}, {copies}")
     if low < 0 or low + vocab > DEFAULT_VOCAB:
         raise ValueError(f"token ids {low}..{low + vocab - 1} are outside GPT-2's 0..{DEFAULT_VOCAB - 1}")
     rng = np.random.Generator(np.random.PCG64(seed))
     r = rng.integers(low, low + vocab, size=(count, length), dtype=np.int64)
-    parts = [r, r]
+    parts = [r] * copies
     if bos is not None:
         parts.insert(0, np.full((count, 1), bos, dtype=np.int64))
     return np.concatenate(parts, axis=1).astype(np.int32)

@@ -11,7 +11,7 @@ a logit (or a difference of two) as the sum of one term per component.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 

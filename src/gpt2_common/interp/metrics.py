@@ -11,7 +11,7 @@ a logit difference between two tokens. Each backend evaluates it with its own op
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 

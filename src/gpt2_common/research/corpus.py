@@ -29,6 +29,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
+from ..safeio import open_nofollow
 from .data import iter_jsonl
 from .score import ResearchError, score_many
 
@@ -113,7 +114,7 @@ def _records(path: str, trim: bool = False) -> Iterator[Tuple[int, int, int]]:
     """``(line, offset, length)`` of each complete JSON line of a results file; a last line cut
     short (no newline, or not JSON) is skipped and, with ``trim``, cut off the file."""
     good = 0
-    with open(path, "rb") as f:
+    with open_nofollow(path, "rb") as f:
         for raw in iter(f.readline, b""):
             try:
                 line = json.loads(raw)["line"] if raw.endswith(b"\n") else None
@@ -124,7 +125,7 @@ def _records(path: str, trim: bool = False) -> Iterator[Tuple[int, int, int]]:
             yield int(line), good, len(raw)
             good += len(raw)
     if trim and os.path.getsize(path) != good:
-        with open(path, "r+b") as f:
+        with open_nofollow(path, "r+b") as f:
             f.truncate(good)
 
 
@@ -159,7 +160,7 @@ def merge(output: str, lines: List[int]) -> None:
         with os.fdopen(fd, "wb") as out:
             for n in lines:
                 p, offset, length = where[n]
-                f = handles.get(p) or handles.setdefault(p, open(p, "rb"))
+                f = handles.get(p) or handles.setdefault(p, open_nofollow(p, "rb"))
                 f.seek(offset)
                 out.write(f.read(length))
         for f in handles.values():
@@ -217,7 +218,7 @@ def score_to_file(load: Callable[[int], Any], path: str, output: str, limit: Opt
             bar = _Progress(len(mine), f"rank {rank}/{world}" if world > 1 else "scoring",
                             disable=not progress or rank != 0)
             try:
-                with open(part, "a", encoding="utf-8") as f:
+                with open_nofollow(part, "a", encoding="utf-8") as f:
                     def write_batch(docs: int, tokens: int) -> None:
                         f.flush()
                         bar(docs, tokens)

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..constants import EOT_TOKEN
+from ..safeio import file_mode
 
 TOKEN_DTYPE = np.dtype("<u2")
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".text", ".jsonl", "")
@@ -99,8 +100,11 @@ class _TokenWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        try:
+            os.makedirs(parent, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        except OSError as e:  # no permission, a file in the way, a full disk
+            raise DataError(f"cannot write {path}: {e.strerror or e}") from None
         self.f = os.fdopen(fd, "wb")
         self.count = 0
 
@@ -110,7 +114,7 @@ class _TokenWriter:
 
     def commit(self) -> None:
         self.f.close()
-        os.chmod(self.tmp, 0o644)  # mkstemp's 0600 is for the temporary name only
+        os.chmod(self.tmp, file_mode())  # mkstemp's 0600 is for the temporary name only
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:

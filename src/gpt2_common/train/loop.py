@@ -28,6 +28,7 @@ import numpy as np
 from .data import BatchSampler
 from .distributed import World, batch_index
 from .optim import OptimConfig, step_scalars
+from ..safeio import LinkRefused, open_nofollow
 from .run import Metrics, RunFolder
 
 
@@ -215,8 +216,10 @@ def train_loop(trainer: Any, optim: OptimConfig, loop: LoopConfig, train: BatchS
 def write_samples(run: RunFolder, step: int, texts: List[str], log: Callable[[str], None]) -> None:
     """Write ``samples/step-<step>.txt`` and show the samples."""
     folder = os.path.join(run.path, "samples")
+    if os.path.islink(folder):
+        raise LinkRefused(folder)
     os.makedirs(folder, exist_ok=True)
     body = "".join(f"{'=' * 20} SAMPLE {i + 1} {'=' * 20}\n{t}\n" for i, t in enumerate(texts))
-    with open(os.path.join(folder, f"step-{step}.txt"), "w", encoding="utf-8") as f:
+    with open_nofollow(os.path.join(folder, f"step-{step}.txt"), "w") as f:
         f.write(body)
     log(f"[step {step}]\n{body.rstrip()}")

@@ -30,9 +30,12 @@ from ..cli import UsageError
 from ..checkpoint import read_checkpoint, resolve_checkpoint_prefix, write_checkpoint
 from ..constants import VOCAB_FILES
 from ..hparams import HParams, load_hparams, save_hparams
+from ..safeio import can_write_in, file_mode, open_nofollow
 from ..weights import expected_shapes
 
 _MODEL_RE = re.compile(r"^model-(\d+)\.index$")
+_TEMP_RE = re.compile(r"^\.(train-\d+\.npz|model-\d+\.(data|index|checkpoint)|metrics\.jsonl)\..+\.tmp$")
+"""The temporary names of this module's and ``write_checkpoint``'s writes in a run folder."""
 
 
 class RunError(UsageError):
@@ -62,12 +65,17 @@ def _atomic_write(path: str, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 is for the temporary name only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return (text.strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
 
 
 class RunFolder:
@@ -98,6 +106,18 @@ class RunFolder:
         path = os.path.join(self.path, "hparams.json")
         return load_hparams(path) if os.path.isfile(path) else None
 
+    def check_writable(self) -> None:
+        """Refuse, before anything is loaded, a run folder that cannot be created or written: a
+        file where it or one of its parents should be, or a folder this process may not write."""
+        path = os.path.abspath(self.path)
+        here = path
+        while not os.path.isdir(here):
+            if os.path.lexists(here):
+                raise RunError(f"{here} is a file, not a folder: choose another --checkpoint_dir or --run_name")
+            here = os.path.dirname(here)
+        if not can_write_in(here):
+            raise RunError(f"cannot write in {here} (permission denied): choose another --checkpoint_dir")
+
     def check_compatible(self, hp: HParams) -> None:
         """Refuse a run folder made with other hyperparameters."""
         have = self.hparams()
@@ -107,31 +127,55 @@ class RunFolder:
             raise RunError(f"{self.path} was made with other hyperparameters ({diff}): "
                            "choose another --run_name or --checkpoint_dir")
 
-    def load_train_state(self, step: int) -> Optional[Dict[str, Any]]:
-        """``{"record": {...}, "optimizer": {...}, "rng": {...}}`` saved with ``step``, or None."""
+    def load_train_state(self, step: int, shapes: Optional[Mapping[str, tuple]] = None) -> Optional[Dict[str, Any]]:
+        """``{"record": {...}, "optimizer": {...}, "rng": {...}}`` saved with ``step``, or None.
+
+        A damaged or foreign file (not a zip of arrays, no JSON record, optimizer moments that are
+        not among ``shapes``' variables) is a :class:`RunError` naming it and saying how to go on."""
         path = os.path.join(self.path, f"train-{step}.npz")
         if not os.path.isfile(path):
             return None
-        with np.load(path) as z:
-            record = json.loads(str(z["record"]))
-            optimizer = {k[4:]: z[k] for k in z.files if k.startswith("opt/")}
-            rng = {k[4:]: z[k] for k in z.files if k.startswith("rng/")}
+        try:
+            with np.load(path) as z:
+                record = json.loads(str(z["record"]))
+                optimizer = {k[4:]: z[k] for k in z.files if k.startswith("opt/")}
+                rng = {k[4:]: z[k] for k in z.files if k.startswith("rng/")}
+            if not isinstance(record, dict) or not isinstance(record.get("step", step), int):
+                raise ValueError("its record is not a training record")
+            for k, a in optimizer.items():
+                kind, _, name = k.partition("/")
+                if kind not in ("m", "v") or (shapes is not None and tuple(a.shape) != shapes.get(name)):
+                    raise ValueError(f"optimizer entry {k!r} is not a moment of this model's variables")
+        except Exception as e:  # zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError ...
+            raise RunError(f"{path}: damaged or not a training state ({_reason(e)}): " + self._resume_hint(step)) from None
         return {"record": record, "optimizer": optimizer, "rng": rng}
+
+    def _resume_hint(self, step: int) -> str:
+        earlier = [s for s in self.steps() if s < step and os.path.isfile(os.path.join(self.path, f"train-{s}.npz"))]
+        go_back = (f"to resume from an earlier save, write model_checkpoint_path: \"model-{earlier[-1]}\" in "
+                   f"{os.path.join(self.path, 'checkpoint')}; ") if earlier else ""
+        return (f"{go_back}to resume from model-{step} with a fresh optimizer state, remove the file; "
+                "or start again with --restore_from fresh")
 
     # ---- writing ----
     def prepare(self, hp: HParams, vocab_dir: str) -> None:
-        """Create the folder with ``hparams.json`` and the vocabulary (once)."""
+        """Create the folder with ``hparams.json`` and the vocabulary (once); remove what a
+        killed earlier process left under temporary names."""
         os.makedirs(self.path, exist_ok=True)
-        if not os.path.isfile(os.path.join(self.path, "hparams.json")):
+        self.remove_temporaries()
+        hparams = os.path.join(self.path, "hparams.json")
+        if not os.path.isfile(hparams) or os.path.islink(hparams):
             save_hparams(hp, self.path)
         for f in VOCAB_FILES:
             dst = os.path.join(self.path, f)
-            if not os.path.isfile(dst):
-                shutil.copyfile(os.path.join(vocab_dir, f), dst)
+            if not os.path.isfile(dst) or os.path.islink(dst):
+                with open(os.path.join(vocab_dir, f), "rb") as src, open_nofollow(dst, "wb") as out:
+                    shutil.copyfileobj(src, out)
 
     def save(self, step: int, weights: Mapping[str, np.ndarray], optimizer: Mapping[str, np.ndarray],
              rng: Mapping[str, np.ndarray], record: Mapping[str, Any], keep: int) -> str:
         """Save step ``step`` atomically; keep the last ``keep`` saves (0: all)."""
+        self.remove_temporaries()
         arrays = {"record": np.array(json.dumps(dict(record)))}
         arrays.update({"opt/" + k: v for k, v in optimizer.items()})
         arrays.update({"rng/" + k: v for k, v in rng.items()})
@@ -148,6 +192,18 @@ class RunFolder:
             p = os.path.join(self.path, f)
             if os.path.exists(p):
                 os.remove(p)
+
+    def remove_temporaries(self) -> None:
+        """Remove the run's stale temporary files (``.train-<step>.npz.*.tmp``,
+        ``.model-<step>.data.*.tmp`` ...: a save killed half-way); only one process writes a run."""
+        if not os.path.isdir(self.path):
+            return
+        for f in os.listdir(self.path):
+            if _TEMP_RE.match(f):
+                try:
+                    os.remove(os.path.join(self.path, f))
+                except FileNotFoundError:
+                    pass
 
     def remove_all_saves(self) -> None:
         """``--restore_from fresh`` on an existing run: its old saves and metrics go."""
@@ -170,8 +226,8 @@ class Metrics:
     def __init__(self, path: str, resume_step: int) -> None:
         self.path = path
         kept = []
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
+        if os.path.isfile(path) or os.path.islink(path):
+            with open_nofollow(path, "r") as f:
                 for line in f:
                     try:
                         rec = json.loads(line)
@@ -184,7 +240,7 @@ class Metrics:
 
     def append(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open_nofollow(self.path, "a") as f:
             f.write(json.dumps(dict(record)) + "\n")
 
 

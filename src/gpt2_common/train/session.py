@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
+import socket
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -53,11 +55,11 @@ def check_optim(optimizer, learning_rate, steps, warmup_steps, lr_schedule, weig
         weight_decay=None if weight_decay is None else cli.check_number("weight_decay", weight_decay, 0.0))
 
 
-def scratch_hparams(n_layer, n_embd, n_head, n_ctx) -> Optional[HParams]:
+def scratch_hparams(n_layer, n_embd, n_head, n_ctx, n_vocab=None) -> Optional[HParams]:
     """Hyperparameters for training from scratch (the others as 124M's), or None when none of the
-    four is given."""
-    given = {k: v for k, v in dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx).items()
-             if v is not None}
+    five is given. ``n_vocab`` below 124M's keeps only the token ids 0..n_vocab-1 (a toy task's)."""
+    given = {k: v for k, v in dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx,
+                                   n_vocab=n_vocab).items() if v is not None}
     if not given:
         return None
     for k, v in given.items():
@@ -65,6 +67,8 @@ def scratch_hparams(n_layer, n_embd, n_head, n_ctx) -> Optional[HParams]:
     if given.get("n_embd", 0) and "n_head" not in given and given["n_embd"] % 12:
         raise UsageError(f"n_embd {given['n_embd']} needs an --n_head that divides it")
     hp = dataclasses.asdict(MODEL_SHAPES["124M"])
+    if given.get("n_vocab", 0) > hp["n_vocab"]:
+        raise UsageError(f"--n_vocab {given['n_vocab']} is larger than the vocabulary's {hp['n_vocab']} tokens")
     hp.update(given)
     if hp["n_embd"] % hp["n_head"]:
         raise UsageError(f"n_embd {hp['n_embd']} is not divisible by n_head {hp['n_head']}")
@@ -87,7 +91,11 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
         hp = run.hparams() or load_hparams(run.path)
         if scratch is not None:
             run.check_compatible(scratch)
-        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step))
+        from ..checkpoint import list_variables
+        from ..weights import check_variables
+
+        shapes = check_variables(list_variables(prefix), hp, prefix)  # bounded, whatever hparams.json says
+        return Start(run.path, hp, vocab_dir or run.path, step, run.load_train_state(step, shapes))
     if restore_from not in ("latest", "fresh"):
         path = os.path.expanduser(restore_from)
         if not os.path.isdir(path) or not has_checkpoint(path):
@@ -104,7 +112,8 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
         run.check_compatible(scratch)
         from ..weights import save_model
 
-        tmp = tempfile.mkdtemp(prefix="gpt2-train-init-")
+        remove_stale_init_folders()
+        tmp = tempfile.mkdtemp(prefix=_init_prefix(os.getpid()))
         save_model(tmp, scratch, initial_weights(scratch, seed))
         return Start(tmp, scratch, vocab, fresh_run=True, temporary=True)
     cli.ensure_model_files(base_dir, base_name, download)
@@ -113,9 +122,40 @@ def settle_start(run: RunFolder, restore_from: Any, base_dir: str, base_name: Op
     return Start(base_dir, hp, vocab_dir or base_dir, fresh_run=True)
 
 
+def _init_prefix(pid: int) -> str:
+    """``gpt2-train-init-<host>-<pid>-``: whose the temporary folder of fresh weights is."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+    return f"gpt2-train-init-{host}-{pid}-"
+
+
+def remove_stale_init_folders(folder: Optional[str] = None) -> None:
+    """Remove the fresh-weights folders (see :func:`settle_start`) that processes of this host
+    killed before they could (``SIGKILL`` during start-up); a live process's folder stays."""
+    folder = folder or tempfile.gettempdir()
+    stem = _init_prefix(0)[:-2]  # gpt2-train-init-<host>-
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = re.match(r"(\d+)-", name[len(stem):]) if name.startswith(stem) else None
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue  # another user's, or not a pid
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
 def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, batch_size: int,
-              seed: int, val_batch_count: int) -> Tuple[BatchSampler, Optional[BatchSampler]]:
-    """The training and validation samplers (windows of ``context + 1`` tokens)."""
+              seed: int, val_batch_count: int, n_vocab: Optional[int] = None
+              ) -> Tuple[BatchSampler, Optional[BatchSampler]]:
+    """The training and validation samplers (windows of ``context + 1`` tokens); with ``n_vocab``,
+    every token id must be below it."""
     if dataset is None or dataset == "":
         raise UsageError("--dataset is required (a token .bin file, .npz, text file, folder or glob)")
     tokens = load_tokens(dataset, encoder)
@@ -132,6 +172,9 @@ def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, 
             raise DataError(f"{dataset}: --val_fraction {val_fraction} chose no document; raise it")
     elif isinstance(dataset, str) and dataset.endswith(".bin") and os.path.isfile(validation_path(dataset)):
         val = load_tokens(validation_path(dataset))  # written beside it by gpt2_encode --val_fraction
+    for name, part in ((dataset, tokens), (val_dataset or dataset, val)):
+        if n_vocab is not None and part is not None and len(part) and int(np.max(part)) >= n_vocab:
+            raise DataError(f"{name}: token id {int(np.max(part))} is outside the model's vocabulary of {n_vocab}")
     train = BatchSampler(tokens, context + 1, batch_size, seed, name=str(dataset))
     val_sampler = None
     if val is not None and val_batch_count > 0:
