@@ -6,8 +6,6 @@ induction / previous-token / duplicate-token score.
     gpt2_inspect --file text.txt --model_dir checkpoint/run1 --json inspect.json --html inspect.html
     gpt2_inspect "Hello there" --json | jq .head_scores.top
 """
-import sys
-
 if __name__ == "__main__":  # python scripts/<name>.py: this checkout's src/ first (see _checkout.py)
     import _checkout  # noqa: F401
 
@@ -87,7 +85,7 @@ def inspect_model(text=None, file=None, tokens=None, html=None, json=None, backe
         raise cli.UsageError(f"--json takes a file path (or nothing, for stdout), got {json!r}")
     to_stdout = json is True
     try:  # every output location checked before anything is loaded
-        from gpt2_common.interp.page import check_output_path
+        from gpt2_common.gltr import check_output_path
 
         html = check_output_path(html, "--html") if html is not None else None
         json_path = check_output_path(json, "--json") if isinstance(json, str) else None

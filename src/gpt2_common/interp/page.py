@@ -21,7 +21,7 @@ import json
 from typing import Any, Dict, Optional
 
 from ..constants import GLTR_BUCKETS
-from ..gltr import BUCKET_NAMES, COLOURS, _write_atomic, check_output_path  # noqa: F401 (re-exported)
+from ..gltr import BUCKET_NAMES, COLOURS, _write_atomic
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5em 2em; color: #222; }

@@ -105,7 +105,8 @@ def inspect_text(model: Any, tokens: Sequence[int], *, top_k: int = 5, repeat_le
     s = heads.head_scores(model, length=repeat_length, vocab=vocab, count=repeat_count, seed=seed,
                           bos=EOT_TOKEN if repeat_bos else None, low=repeat_low)
     scores = {k: _round(getattr(s, k), ATTENTION_DECIMALS) for k in heads.SCORES}
-    top = {k: [[lh[0], lh[1], round(v, ATTENTION_DECIMALS)] for lh, v in heads.top_heads(getattr(s, k), min(TOP_HEADS, L * hp.n_head))]
+    n_top = min(TOP_HEADS, L * hp.n_head)
+    top = {k: [[lh[0], lh[1], round(v, ATTENTION_DECIMALS)] for lh, v in heads.top_heads(getattr(s, k), n_top)]
            for k in heads.SCORES}
     return {
         "about": dict(about or {}),
