@@ -7,4 +7,6 @@ Framework-free: numpy in, numpy out, the same on both backends.
 * :mod:`.data` -- repeated random tokens (the sequences induction heads are scored and trained on).
 * :mod:`.heads` -- per-head induction, previous-token and duplicate-token scores; the known-answer
   report (losses of each copy, each head ablated).
+* :mod:`.view` -- one text's attention patterns, logit lens and head scores as JSON-ready numbers
+  (``gpt2_inspect``); :mod:`.page` -- those as a self-contained HTML page.
 """
