@@ -1,7 +1,7 @@
 """Shared plumbing for the ``fire`` command-line tools in ``scripts/``.
 
-Every CLI wraps its entry point with :func:`run` (:mod:`.errors`), which first checks the command
-line against the command's signature (:mod:`.argv`: ``-h``/``--help`` on stdout, an unknown flag or
+Every CLI wraps its entry point with :func:`run` (:mod:`.entry`; the error types are in
+:mod:`.errors`), which first checks the command line against the command's signature (:mod:`.argv`: ``-h``/``--help`` on stdout, an unknown flag or
 an argument too many is an error before anything runs). Errors that are the user's (bad
 flags, missing or corrupt model files, network failures) print one line on stderr and exit with
 status 2, with no traceback. Anything else is a bug and keeps its traceback. Ctrl-C exits with
@@ -22,7 +22,8 @@ from __future__ import annotations
 from ..constants import (BACKENDS, CHECKPOINT_FILES, DEFAULT_MODEL, DTYPES, EOT_TOKEN,  # noqa: F401
                          MODEL_FILES, MODEL_NAMES, OLD_MODEL_NAMES, TOP_P_MODES, VOCAB_FILES)
 from .argv import check_command, help_text
-from .errors import UsageError, fail, run, user_errors
+from .entry import run
+from .errors import UsageError, fail, user_errors
 from .flags import (SamplingFlags, check_backend, check_device, check_dtype, check_flag, check_folder, check_int,
                     check_model_name, check_number, check_sampling_flags, default_length, fits_context)
 from .models import (PLACE_HINT, Loaded, ensure_model_files, missing_model_files, missing_model_message,
