@@ -62,9 +62,9 @@ class _Recompute(tf.Module):
         super().__init__(name=None)
         self.block = block
 
-    def __call__(self, x, past, bias, past_length=None):
-        if past is not None:
-            return self.block(x, past, bias, past_length)
+    def __call__(self, x, past, bias, past_length=None, hooks=None):
+        if past is not None or hooks is not None:
+            return self.block(x, past, bias, past_length, hooks)
         y = tf.recompute_grad(lambda x: self.block(x, None, bias)[0])(x)
         return y, tf.zeros([0], x.dtype)  # the (unused) keys/values are not kept
 

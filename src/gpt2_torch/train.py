@@ -64,11 +64,11 @@ def use_gradient_checkpointing(model: GPT2) -> None:
     for block in model.h:
         plain = type(block).forward.__get__(block)
 
-        def forward(x, past, bias, past_length=None, _plain=plain):
-            if past is None and torch.is_grad_enabled():
+        def forward(x, past, bias, past_length=None, hooks=None, _plain=plain):
+            if past is None and hooks is None and torch.is_grad_enabled():
                 y = checkpoint(lambda x: _plain(x, None, bias)[0], x, use_reentrant=False)
                 return y, x.new_zeros(0)  # the (unused) keys/values are not kept
-            return _plain(x, past, bias, past_length)
+            return _plain(x, past, bias, past_length, hooks)
 
         block.forward = forward
 
