@@ -13,7 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # tests run from a checkout even before `pip install -e`
 
-from gpt2_common.constants import VOCAB_FILES, VOCAB_SHA256  # noqa: E402
+from gpt2_common.constants import MKL_CBWR_STRICT, VOCAB_FILES, VOCAB_SHA256  # noqa: E402
+
+# Test modules import torch at collection, before any of them imports gpt2_torch (which sets this):
+# without it here, a forward in this process sums in another order than one in a child process
+# (torchrun's ranks run with one thread each), and the runs compared in the tests drift apart.
+os.environ.setdefault("MKL_CBWR", MKL_CBWR_STRICT)
 from gpt2_common.hparams import HParams  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from gpt2_common import cli  # noqa: E402
 DEFAULT_REPEAT_LENGTH = 20  # random tokens per copy for the head scores (fewer when n_ctx is smaller)
 
 
-def inspect_model(text=None, file=None, tokens=None, html=None, json=None, backend='torch', device=None,
+def inspect_model(text=None, *, file=None, tokens=None, html=None, json=None, backend='torch', device=None,
                   model_name=cli.DEFAULT_MODEL, models_dir='models', model_dir=None, dtype='float32',
                   download=True, prepend_eot=True, top_k=5, layer=None, head=None,
                   repeat_length=None, repeat_vocab=None, repeat_low=0, repeat_count=8,

@@ -31,7 +31,7 @@ def test_python_snippets_run_as_pasted(tmp_path, vocab_dir):
     models/124M, and models/tiny-hf is its Hugging Face copy, as the README's transcripts made them."""
     need("torch"), need("tensorflow"), need("transformers")
     snippets = blocks("python")
-    assert len(snippets) == 3 and "models/tiny-random" in snippets[0], [s[:60] for s in snippets]
+    assert len(snippets) == 4 and "models/tiny-random" in snippets[0], [s[:60] for s in snippets]
     run([sys.executable, "-c", snippets[0]], tmp_path, vocab_dir)  # the random model
     os.symlink("tiny-random", tmp_path / "models" / "124M")
     run([sys.executable, "-c", "from gpt2_common.convert import convert_model; "

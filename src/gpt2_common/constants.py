@@ -22,6 +22,11 @@ MODEL_FILES = tuple(sorted(("hparams.json",) + VOCAB_FILES + CHECKPOINT_FILES))
 """The files of a released model folder, as the original ``download_model.py`` fetched them."""
 
 BACKENDS = ("tf", "torch")
+
+# MKL's strict conditional-numerical-reproducibility mode (the MKL_CBWR environment variable): fp32
+# GEMM sums in one order whatever the thread count. gpt2_torch sets it on import; the tests set it
+# before anything imports torch (MKL reads it once, at its first GEMM).
+MKL_CBWR_STRICT = "AUTO,STRICT"
 """The model backends, by the name ``load_model`` and ``--backend`` take."""
 DTYPES = ("float32", "bfloat16", "float16")
 """The compute dtypes a model can be loaded in."""

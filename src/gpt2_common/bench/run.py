@@ -92,7 +92,8 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
             prefill and decode of every column in lockstep (see gpt2_common.bench.compare).
         baseline_rounds: Rounds of the --baseline comparison (one timed run per side each).
         hooks: Also time run_with_cache of every named activation over this many tokens against
-            a plain forward of them (tf and torch; 0: off): time ratio, cache size, peak RSS rise.
+            a plain forward of them, tf and torch (0 turns it off); reports the time ratio, the
+            cache size and the peak RSS rise.
     """
     from gpt2_common.hparams import MODEL_SHAPES, load_hparams
 
