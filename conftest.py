@@ -15,9 +15,9 @@ sys.path.insert(0, str(ROOT / "src"))  # tests run from a checkout even before `
 
 from gpt2_common.constants import MKL_CBWR_STRICT, VOCAB_FILES, VOCAB_SHA256  # noqa: E402
 
-# Test modules import torch at collection, before any of them imports gpt2_torch (which sets this):
-# without it here, a forward in this process sums in another order than one in a child process
-# (torchrun's ranks run with one thread each), and the runs compared in the tests drift apart.
+# MKL's strict mode for the whole run, set before any test touches torch: a forward in this process
+# (two threads) and one in a one-thread child (torchrun's ranks) then sum alike, so the runs the tests
+# compare bit for bit do. The toolkit itself does not set it (see constants.MKL_CBWR_STRICT).
 os.environ.setdefault("MKL_CBWR", MKL_CBWR_STRICT)
 from gpt2_common.hparams import HParams  # noqa: E402
 

@@ -187,13 +187,8 @@ def _token_ids(tokens):
 
 def _read_text(text, file):
     """The text from the argument or --file (UTF-8), never empty."""
-    if text is not None and file is not None:
-        raise cli.UsageError("give either a text or --file, not both")
-    if text is None and file is None:
-        raise cli.UsageError("nothing to inspect: give a text or --file PATH")
+    cli.check_text_or_file(text, file, "nothing to inspect: give a text or --file PATH")
     if file is not None:
-        if not isinstance(file, str) or not file:
-            raise cli.UsageError(f"--file must be a path, got {file!r}")
         from gpt2_common import research
 
         try:

@@ -181,13 +181,8 @@ def _read_input(text, file, limit):
     """``([(where, record, text)], False)`` from the argument, a plain --file or stdin."""
     from gpt2_common import research
 
-    if text is not None and file is not None:
-        raise cli.UsageError("give either a text or --file, not both")
-    if text is None and file is None:
-        raise cli.UsageError('nothing to score: give a text, --file PATH, or "-" to read stdin')
+    cli.check_text_or_file(text, file, 'nothing to score: give a text, --file PATH, or "-" to read stdin')
     if file is not None:
-        if not isinstance(file, str) or not file:
-            raise cli.UsageError(f"--file must be a path, got {file!r}")
         doc = _read_stdin() if file == "-" else research.read_text(file)
         where = "stdin" if file == "-" else file
     else:

@@ -310,3 +310,15 @@ def test_one_rule_for_names_folders_empty_and_undecodable_input(tmp_path, make_m
         p = subprocess.run([sys.executable, *map(str, argv)], input=data, cwd=cwd, env=env, capture_output=True,
                            timeout=300)
         assert (p.returncode, lines(p.stderr.decode())) == (2, [want]), p.stderr.decode()[-2000:]
+
+
+def test_text_or_file_is_one_of_the_two():
+    """gpt2_score and gpt2_inspect read a text argument or --file: both, neither, or a --file that
+    is not a path is one line before anything loads."""
+    cli.check_text_or_file("a text", None, "nothing")
+    cli.check_text_or_file(None, "a.txt", "nothing")
+    for text, file, message in [("a", "b.txt", "give either a text or --file, not both"),
+                                (None, None, "nothing to do"), (None, True, "--file must be a path, got True"),
+                                (None, "", "--file must be a path, got ''")]:
+        with pytest.raises(cli.UsageError, match=re.escape(message)):
+            cli.check_text_or_file(text, file, "nothing to do")

@@ -45,7 +45,7 @@ def test_pydoc_topics_from_scratch(tmp_path, vocab_dir):
     from gpt2_common import load_model
 
     trainer = make_trainer(load_model("torch", tmp_path / "init", device="cpu", trainable=True), OptimConfig(
-        optimizer="adamw", learning_rate=1e-2, warmup_steps=5, lr_schedule="cosine", steps=STEPS), False, False)
+        optimizer="adamw", learning_rate=5e-3, warmup_steps=5, lr_schedule="cosine", steps=STEPS), False, False)
     sampler, val_sampler = BatchSampler(train, 33, 8, seed=0), BatchSampler(val, 33, 8, seed=0)
     t0 = time.perf_counter()
     for step in range(STEPS):
@@ -54,7 +54,9 @@ def test_pydoc_topics_from_scratch(tmp_path, vocab_dir):
     val_loss = float(np.mean([trainer.eval_loss(b) for b in val_sampler.eval_batches(8)]))
     print(f"pydoc topics, {STEPS} steps in {time.perf_counter() - t0:.1f} s: validation loss {val_loss:.3f} "
           f"nats/token vs unigram cross-entropy {baseline:.3f}")
-    assert val_loss < baseline - 0.1  # measured: 5.532 vs 5.697
+    # measured: 5.459 vs 5.697 (MKL strict) and 5.457 (default); at 1e-2 the rounding mode alone moved
+    # it from 5.534 to 5.597, too close to the bound
+    assert val_loss < baseline - 0.1
 
 
 STEPS = 60  # 60 x 8 x 32 tokens: ~30 s of CPU time (the README recipe is the long version)

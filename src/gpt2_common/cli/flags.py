@@ -65,6 +65,17 @@ def check_folder(flag: str, path: Any) -> str:
     return path
 
 
+def check_text_or_file(text: Any, file: Any, nothing: str) -> None:
+    """A command's text argument and its ``--file``: exactly one of them, and ``--file`` a path.
+    ``nothing`` is the error when neither is given."""
+    if text is not None and file is not None:
+        raise UsageError("give either a text or --file, not both")
+    if text is None and file is None:
+        raise UsageError(nothing)
+    if file is not None and (not isinstance(file, str) or not file):
+        raise UsageError(f"--file must be a path, got {file!r}")
+
+
 def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> Optional[int]:
     """``value`` as an int ``>= minimum`` (``None`` allowed if ``allow_none``), else UsageError."""
     if value is None and allow_none:
