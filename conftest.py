@@ -13,12 +13,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # tests run from a checkout even before `pip install -e`
 
-from gpt2_common.constants import MKL_CBWR_STRICT, VOCAB_FILES, VOCAB_SHA256  # noqa: E402
+from gpt2_common.constants import VOCAB_FILES, VOCAB_SHA256  # noqa: E402
 
-# MKL's strict mode for the whole run, set before any test touches torch: a forward in this process
-# (two threads) and one in a one-thread child (torchrun's ranks) then sum alike, so the runs the tests
-# compare bit for bit do. The toolkit itself does not set it (see constants.MKL_CBWR_STRICT).
+# MKL's strict conditional-numerical-reproducibility mode: fp32 GEMM sums in one order whatever the
+# thread count. Set for the whole run before any test touches torch (MKL reads it once, at its first
+# GEMM): a forward in this process (two threads) and one in a one-thread child (torchrun's ranks)
+# then sum alike, so the runs the tests compare bit for bit do. The toolkit itself leaves it to the
+# user: small products run 6-20x slower in it (see the README).
+MKL_CBWR_STRICT = "AUTO,STRICT"
 os.environ.setdefault("MKL_CBWR", MKL_CBWR_STRICT)
+
 from gpt2_common.hparams import HParams  # noqa: E402
 
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import MKL_CBWR_STRICT
 from gpt2_common.hparams import HParams
 from gpt2_common.weights import random_weights
 
@@ -142,7 +143,7 @@ def test_torch_logits_do_not_depend_on_the_thread_count(make_model_dir):
         "np.save(sys.argv[3], np.concatenate([o.reshape(-1) for o in out]))\n"
         "np.save(sys.argv[4], m.logits(X))\n"
     )
-    for mode in ("default", "AUTO,STRICT"):
+    for mode in ("default", MKL_CBWR_STRICT):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         env.pop("MKL_CBWR", None)  # the tests' conftest sets strict mode for everything else
         if mode != "default":

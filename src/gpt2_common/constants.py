@@ -22,13 +22,6 @@ MODEL_FILES = tuple(sorted(("hparams.json",) + VOCAB_FILES + CHECKPOINT_FILES))
 """The files of a released model folder, as the original ``download_model.py`` fetched them."""
 
 BACKENDS = ("tf", "torch")
-
-# MKL's strict conditional-numerical-reproducibility mode (the MKL_CBWR environment variable): fp32
-# GEMM sums in one order whatever the thread count, but small products run 6-20x slower (a decode
-# step's [1, 768] @ [768, 3072]: 0.18 -> 3.3 ms), so the toolkit leaves it to the user. The tests
-# set it before anything imports torch (MKL reads it once, at its first GEMM), so that a run in the
-# test process and one in a one-thread child (torchrun's ranks) sum alike.
-MKL_CBWR_STRICT = "AUTO,STRICT"
 """The model backends, by the name ``load_model`` and ``--backend`` take."""
 DTYPES = ("float32", "bfloat16", "float16")
 """The compute dtypes a model can be loaded in."""

@@ -25,7 +25,8 @@ from .argv import check_command, help_text
 from .entry import run
 from .errors import UsageError, fail, user_errors
 from .flags import (SamplingFlags, check_backend, check_device, check_dtype, check_flag, check_folder, check_int,
-                    check_model_name, check_number, check_sampling_flags, check_text_or_file, default_length, fits_context)
+                    check_model_name, check_number, check_sampling_flags, check_text_or_file, default_length,
+                    fits_context)
 from .models import (PLACE_HINT, Loaded, ensure_model_files, missing_model_files, missing_model_message,
                      prepare_model, resolve_model_dir)
 from .output import (PROMPT, StreamDecoder, cut_at_endoftext, isatty, print_samples, random_base_seed,
