@@ -16,7 +16,7 @@ from conftest import need
 from gpt2_common import cli, load_model
 from gpt2_common.checkpoint import read_checkpoint
 from gpt2_common.train.data import BatchSampler
-from gpt2_common.train.optim import OptimConfig, step_scalars
+from gpt2_common.train.optim import OptimConfig, adam_scalars, decays, step_scalars
 from gpt2_common.train.session import make_trainer
 
 need("torch")
@@ -93,6 +93,58 @@ def data_file(tmp_path_factory):
 
 COMMON = ("--batch_size", 2, "--accumulate_gradients", 2, "--context", 32, "--learning_rate", 1e-3,
           "--warmup_steps", 3, "--lr_schedule", "cosine", "--sample_every", 0, "--val_every", 0)
+
+
+def reference_update(cfg: OptimConfig, w: dict, acc: dict, m: dict, v: dict, k: int, lr: float, t: int) -> dict:
+    """The rule of ``gpt2_common.train.optim`` in numpy float32, one operation at a time (no fused
+    multiply-add): the weights after one update without clipping."""
+    f = np.float32
+    s, r = (f(x) for x in adam_scalars(cfg, lr, t))
+    out = {}
+    for n in w:
+        p, g = w[n], acc[n] / f(k)
+        decay = cfg.wd and decays(n)
+        if decay and cfg.optimizer in ("sgd", "adam"):
+            g = g + p * f(cfg.wd)
+        if cfg.optimizer == "sgd":
+            out[n] = p - g * f(lr)
+            continue
+        if decay and cfg.optimizer == "adamw":
+            p = p * f(1.0 - lr * cfg.wd)
+        mn = m[n] + (g - m[n]) * f(1 - cfg.beta1)
+        vn = v[n] * f(cfg.beta2) + g * f(1 - cfg.beta2) * g
+        out[n] = p - mn * s / (np.sqrt(vn) * r + f(cfg.eps))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_update_is_the_written_rule(make_model_dir, backend, optimizer):
+    """One update from given gradient sums and moments equals the rule computed in numpy, bit for
+    bit: each backend's update (multi-tensor on PyTorch, XLA-compiled on TensorFlow) does the
+    rule's float32 operations and no others (a fused multiply-add, as in PyTorch's fused Adam
+    kernel, rounds differently; 20 steps then drift past the cross-framework bound)."""
+    cfg = OptimConfig(optimizer=optimizer, weight_decay=0.1, grad_clip=0.0, learning_rate=3e-3)
+    trainer = make_trainer(load_model(backend, make_model_dir("tiny"), device="cpu", trainable=True), cfg, False, False)
+    rng = np.random.default_rng(0)
+    w = trainer.weights()
+    acc = {n: rng.normal(0, 0.1, a.shape).astype(np.float32) for n, a in w.items()}
+    state = {f"{k}/{n}": (rng.normal(0, 0.01, a.shape) if k == "m" else rng.uniform(0, 1e-3, a.shape)).astype(np.float32)
+             for n, a in w.items() for k in ("m", "v")}
+    trainer.load_optimizer_state(state)
+    for n, a in acc.items():
+        buffer = trainer.acc[n]
+        if backend == "torch":
+            buffer.copy_(need("torch").from_numpy(a).reshape(buffer.shape))
+        else:
+            buffer.assign(a.reshape(buffer.shape))
+    trainer.apply(2, lr=3e-3, t=3)
+    expected = reference_update(cfg, w, acc, {n: state["m/" + n] for n in w}, {n: state["v/" + n] for n in w}, 2, 3e-3, 3)
+    got = trainer.weights()
+    diff = max(float(np.abs(got[n] - expected[n]).max()) for n in w)
+    print(f"[{backend}] {optimizer}: update vs the rule in numpy: max|diff| = {diff:.2e}")
+    for n in w:
+        np.testing.assert_array_equal(got[n], expected[n], err_msg=n)
 
 
 @pytest.mark.parametrize("backend", ["torch", "tf"])

@@ -74,11 +74,11 @@ class DistributedTrainer(Trainer):
                 tf.errors.InternalError, tf.errors.AbortedError) as e:
             raise PeerLost(lost_message(self.world, e)) from e
 
-    def apply(self, micro_batches: int, lr: float, c1: float, c2: float) -> float:
+    def apply(self, micro_batches: int, lr: float, t: int) -> float:
         """Sum the workers' accumulated gradients, then the update of :meth:`Trainer.apply` with
         the sum divided by ``micro_batches * world.size``."""
         self._collective(self._reduce_gradients)
-        return super().apply(micro_batches * self.world.size, lr, c1, c2)
+        return super().apply(micro_batches * self.world.size, lr, t)
 
     def all_mean(self, value: float) -> float:
         """The mean of ``value`` over the workers (the step's loss for the metrics)."""

@@ -78,14 +78,14 @@ class DistributedTrainer(Trainer):
         return float(loss.detach())
 
     @torch.no_grad()
-    def apply(self, micro_batches: int, lr: float, c1: float, c2: float) -> float:
+    def apply(self, micro_batches: int, lr: float, t: int) -> float:
         """The update of :meth:`Trainer.apply` from DDP's gradients: their mean over the ranks of
         each rank's sum of ``micro_batches``, divided here by ``micro_batches``."""
         self._micro = 0
         for n, p in self.params.items():
             self.acc[n].copy_(p.grad)
             p.grad = None
-        return super().apply(micro_batches, lr, c1, c2)
+        return super().apply(micro_batches, lr, t)
 
     def all_mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks (the step's loss for the metrics)."""
@@ -133,6 +133,11 @@ class FSDPTrainer(DistributedTrainer):
             loss = lm_loss(self.model, X)
             loss.backward()
         return float(loss.detach())
+
+    def global_norm(self) -> torch.Tensor:
+        """The norm over every rank's shards (``DTensor`` sums reduce across the ranks)."""
+        with self._collective():
+            return torch.sqrt(sum(torch.sum(g * g) for g in self.acc.values()))
 
     def eval_loss(self, tokens: np.ndarray) -> float:
         """Loss without gradients (every rank must call it: the blocks are gathered)."""

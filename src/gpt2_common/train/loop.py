@@ -4,7 +4,7 @@ validation, samples, saves, metrics, the progress bar, Ctrl-C).
 
 A backend trainer (``gpt2_torch.train.Trainer``, ``gpt2_tf.train.Trainer``) provides
 ``forward_backward(tokens) -> loss`` (gradients summed into its buffers), ``apply(micro_batches,
-lr, c1, c2) -> grad_norm``, ``eval_loss(tokens)``, ``weights()``, ``optimizer_state()`` /
+lr, t) -> grad_norm``, ``eval_loss(tokens)``, ``weights()``, ``optimizer_state()`` /
 ``load_optimizer_state()`` and ``rng_state()`` / ``load_rng_state()``.
 
 Micro-batch ``j`` of step ``s`` is the sampler's batch ``s * accumulate + j``: a pure function of

@@ -5,25 +5,31 @@ Every step, with ``k`` accumulated micro-batches, for the trainable parameters `
     g  = (sum of the k micro-batch gradients) / k
     n  = sqrt(sum over all trainable p of sum(g * g))          # global norm, before clipping
     g  = g * min(1, grad_clip / (n + 1e-6))                     # only if grad_clip > 0
-    sgd:    g = g + wd * p  (decayed p only);  p = p - lr * g
-    adam:   g = g + wd * p  (decayed p only; L2, as torch.optim.Adam)
+    sgd:    g = g + p * wd  (decayed p only);  p = p - g * lr
+    adam:   g = g + p * wd  (decayed p only; L2, as torch.optim.Adam)
+    adamw:  p = p * (1 - lr * wd)  (decayed p only: decoupled, as torch.optim.AdamW)
     adam, adamw:
-            m = beta1 * m + (1 - beta1) * g
-            v = beta2 * v + (1 - beta2) * g * g
-            p = p - lr * wd * p   (adamw, decayed p only: decoupled, as torch.optim.AdamW)
-            p = p - lr * (m * c1) / (sqrt(v * c2) + eps)    c1 = 1/(1 - beta1^t), c2 = 1/(1 - beta2^t)
+            m = m + (g - m) * (1 - beta1)                       # = beta1 m + (1 - beta1) g
+            v = v * beta2 + g * (1 - beta2) * g
+            p = p - m * s / (sqrt(v) * r + eps)     s = lr / (1 - beta1^t), r = 1 / sqrt(1 - beta2^t)
 
-Epsilon is added *after* the bias correction of ``v`` (the Adam paper's and PyTorch's placement;
-Keras adds it before, and defaults to 1e-7). ``lr``, ``c1`` and ``c2`` are computed here in
-float64 (:func:`step_scalars`) and handed to the backend as float32 scalars, so both backends
-do the same float32 arithmetic. Weight decay skips biases, LayerNorm gains and the embeddings
-(as nanoGPT: only the block matrices ``[1, in, out]`` decay).
+for the update number ``t`` (1, 2, ...). Epsilon is added *after* the bias correction of ``v``
+(the Adam paper's and PyTorch's placement; Keras adds it before, and defaults to 1e-7). Both
+backends do exactly these float32 operations, each correctly rounded (no fused multiply-adds,
+square roots correctly rounded), so one update from the same gradients gives the same bits in
+both (``tests/test_train.py`` checks it against numpy): the PyTorch backend in place over
+cache-sized pieces of the parameters, the TensorFlow backend in one graph function over all
+variables. (PyTorch's fused Adam kernel has the same rule but a fused multiply-add in ``m``;
+XLA fuses multiply-adds too: 20 steps then drift past the parity bound.) ``lr``, ``s``, ``r``
+and ``1 - lr * wd`` are computed in float64 (:func:`step_scalars`, :func:`adam_scalars`) and used
+as float32 scalars. Weight decay skips biases, LayerNorm gains and the embeddings (as nanoGPT:
+only the block matrices ``[1, in, out]`` decay).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
@@ -78,7 +84,13 @@ def learning_rate(cfg: OptimConfig, step: int) -> float:
 
 
 def step_scalars(cfg: OptimConfig, step: int) -> Dict[str, float]:
-    """What the backend's update needs at 0-based ``step`` (the update is number ``t = step + 1``)."""
-    t = step + 1
-    return {"lr": learning_rate(cfg, step), "c1": 1.0 / (1.0 - cfg.beta1 ** t),
-            "c2": 1.0 / (1.0 - cfg.beta2 ** t)}
+    """What the backend's update needs at 0-based ``step``: the learning rate ``lr`` and the
+    update's number ``t = step + 1`` (the trainers' ``apply(micro_batches, lr, t)``)."""
+    return {"lr": learning_rate(cfg, step), "t": step + 1}
+
+
+def adam_scalars(cfg: OptimConfig, lr: float, t: int) -> Tuple[float, float]:
+    """``(s, r)`` of the update rule, in float64: the step size ``lr / (1 - beta1^t)`` and
+    ``1 / sqrt(1 - beta2^t)`` (a product, not a quotient: PyTorch divides a tensor by a number as
+    a product with its reciprocal, so a written-out quotient would round differently)."""
+    return lr / (1.0 - cfg.beta1 ** t), 1.0 / math.sqrt(1.0 - cfg.beta2 ** t)
