@@ -58,7 +58,8 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
         only_train_transformer_layers: Train the blocks only (not embeddings nor the final LayerNorm).
         backend: torch or tf.
         device: cpu, cuda or cuda:N (default: the GPU if there is one).
-        dtype: float32 (the only training dtype so far).
+        dtype: float32, or bfloat16: mixed precision (matrix products and activations in bfloat16;
+            weights, optimizer state, LayerNorm, attention softmax and the loss in float32).
         seed: Seed of the data order, the split, fresh weights and the samples.
         warmup_steps: Linear learning-rate warm-up steps.
         lr_schedule: constant or cosine (to 10% of the peak at the last step).
@@ -86,6 +87,7 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
     from gpt2_common.encoder import load_encoder
     from gpt2_common.train import session as S
     from gpt2_common.train.loop import Interrupted, LoopConfig, train_loop
+    from gpt2_common.train.optim import TRAINING_DTYPES
     from gpt2_common.train.run import RunFolder, plot_metrics
     from gpt2_common.train.distributed import PeerLost, detect
     from gpt2_common.weights import expected_shapes
@@ -95,8 +97,9 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
     optim = S.check_optim(optimizer, learning_rate, steps, warmup_steps, lr_schedule, weight_decay, grad_clip)
     cli.check_backend(backend)
     device = cli.check_device(device)
-    if dtype != 'float32':
-        raise cli.UsageError(f"--dtype {dtype!r}: training runs in float32 only (so far)")
+    if dtype not in TRAINING_DTYPES:
+        raise cli.UsageError(f"--dtype {dtype!r}: training runs in {' or '.join(TRAINING_DTYPES)} "
+                             "(float16 would need loss scaling, which the trainer does not do)")
     loop = LoopConfig(
         steps=optim.steps, accumulate=cli.check_int("accumulate_gradients", accumulate_gradients, 1),
         val_every=cli.check_int("val_every", val_every, 0), val_batch_count=cli.check_int("val_batch_count", val_batch_count, 0),
@@ -157,7 +160,7 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
             distributed["strategy"] = D.init(world)
         model = load_model(backend, start.model_dir, device=device, trainable=True)
         trainer = S.make_trainer(model, optim, only_train_transformer_layers, memory_saving_gradients,
-                                 world, loop.accumulate, **distributed)
+                                 world, loop.accumulate, dtype, **distributed)
         if start.state is not None:
             trainer.load_optimizer_state(start.state["optimizer"])
             trainer.load_rng_state(start.state["rng"])

@@ -97,8 +97,8 @@ class Conv1D(tf.Module):
         self.w = new(f"{name}/w", [nx, nf])
         self.b = new(f"{name}/b", [nf])
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:  # [..., nx] -> [..., nf]
-        y = matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self.w, self.b)
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:  # [..., nx] -> [..., nf], in x's dtype
+        y = matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), tf.cast(self.w, x.dtype), tf.cast(self.b, x.dtype))
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(y)[-1:]], axis=0))
 
 
@@ -211,9 +211,12 @@ class GPT2(tf.Module):
         self.ln_f = LayerNorm(hp.n_embd, "ln_final", "model/ln_f", new)
 
     def __call__(self, X: tf.Tensor, past: Optional[Past] = None, attention_mask: Optional[tf.Tensor] = None,
-                 last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None) -> Dict[str, Any]:
+                 last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None,
+                 compute_dtype: Optional[tf.DType] = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+        ``compute_dtype`` (mixed precision): the activations and matrix products in this dtype,
+        the weights cast to it where they are used (LayerNorm and attention stay in fp32).
 
         With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
         ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
@@ -229,6 +232,8 @@ class GPT2(tf.Module):
         if hooks is not None:
             pos = hook(hooks, "", "hook_pos_embed", tf.broadcast_to(pos, [B, T, self.hparams.n_embd]))
         h = hook(hooks, "", "hook_embed", tf.gather(wte, X)) + pos  # [B, T, E]
+        if compute_dtype is not None:
+            h = tf.cast(h, compute_dtype)
         presents = []
         for i, block in enumerate(self.h):
             h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
@@ -244,7 +249,7 @@ class GPT2(tf.Module):
     def lm_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
         wte^T copies the [V, E] matrix every call)."""
-        return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
+        return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), tf.cast(wte, h.dtype), transpose_b=True)
 
 
 def new_cache(hp: HParams, B: int, capacity: int, like: tf.Tensor) -> List[LayerCache]:

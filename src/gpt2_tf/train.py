@@ -12,13 +12,13 @@ model's own ``trainable`` option): ``tf.recompute_grad`` only differentiates tra
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from gpt2_common.train.loop import TrainerState
-from gpt2_common.train.optim import OptimConfig, adam_scalars, decays
+from gpt2_common.train.optim import OptimConfig, adam_scalars, check_training_dtype, decays
 from gpt2_common.weights import expected_shapes
 
 from .model import GPT2, checkpoint_name
@@ -26,9 +26,10 @@ from .model import GPT2, checkpoint_name
 TOKENS = tf.TensorSpec([None, None], tf.int32)
 
 
-def lm_loss(model: GPT2, X: tf.Tensor) -> tf.Tensor:
-    """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32."""
-    logits = model(X[:, :-1])["logits"]  # [B, T-1, V]
+def lm_loss(model: GPT2, X: tf.Tensor, compute_dtype: Optional[tf.DType] = None) -> tf.Tensor:
+    """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32
+    (``compute_dtype``: the model's mixed precision, see ``GPT2.__call__``)."""
+    logits = model(X[:, :-1], compute_dtype=compute_dtype)["logits"]  # [B, T-1, V]
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=X[:, 1:], logits=tf.cast(logits, tf.float32)))
 
@@ -78,9 +79,11 @@ class Trainer(TrainerState):
     """Trains the variables of a ``TFGPT2`` loaded with ``trainable=True``, in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
-                 memory_saving: bool = False) -> None:
+                 memory_saving: bool = False, dtype: str = "float32") -> None:
         self.model: GPT2 = gpt2.model
         self.cfg = cfg
+        check_training_dtype(dtype, gpt2)
+        self.compute_dtype = None if dtype == "float32" else tf.as_dtype(dtype)  # weights and moments stay fp32
         self.shapes = expected_shapes(self.model.hparams)
         self.params = {n: v for n, v in named_variables(self.model).items() if trainable(n)}
         self.names: List[str] = list(self.params)
@@ -96,7 +99,7 @@ class Trainer(TrainerState):
         if memory_saving:
             use_gradient_checkpointing(self.model)
         self._fb = tf.function(self._forward_backward, input_signature=[TOKENS])
-        self._eval = tf.function(lambda X: lm_loss(self.model, X), input_signature=[TOKENS])
+        self._eval = tf.function(lambda X: lm_loss(self.model, X, self.compute_dtype), input_signature=[TOKENS])
         scalar = tf.TensorSpec([], tf.float32)
         self._apply = tf.function(self._apply_fn, input_signature=[scalar] * 5)
 
@@ -104,7 +107,7 @@ class Trainer(TrainerState):
         params = list(self.params.values())
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(params)
-            loss = lm_loss(self.model, X)
+            loss = lm_loss(self.model, X, self.compute_dtype)
         for n, g in zip(self.names, tape.gradient(loss, params)):
             self.acc[n].assign_add(tf.convert_to_tensor(g))  # wpe's arrives as IndexedSlices
         return loss

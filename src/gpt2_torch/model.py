@@ -90,8 +90,8 @@ class Conv1D(nn.Module):
         self.w = nn.Parameter(torch.zeros(nx, nf))
         self.b = nn.Parameter(torch.zeros(nf))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., nx] -> [..., nf]
-        y = matmul(x.reshape(-1, x.shape[-1]), self.w, self.b)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., nx] -> [..., nf], in x's dtype
+        y = matmul(x.reshape(-1, x.shape[-1]), self.w.to(x.dtype), self.b.to(x.dtype))
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
@@ -212,9 +212,12 @@ class GPT2(nn.Module):
         self.ln_f = LayerNorm(hp.n_embd, "ln_final")
 
     def forward(self, X: torch.Tensor, past: Optional[Past] = None, attention_mask: Optional[torch.Tensor] = None,
-                last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None) -> Dict[str, Any]:
+                last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None,
+                compute_dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+        ``compute_dtype`` (mixed precision): the activations and matrix products in this dtype,
+        the weights cast to it where they are used (LayerNorm and attention stay in fp32).
 
         With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
         ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
@@ -231,6 +234,8 @@ class GPT2(nn.Module):
         if hooks is not None:
             pos = hook(hooks, "", "hook_pos_embed", pos.expand(B, T, -1))
         h = hook(hooks, "", "hook_embed", wte[X]) + pos  # [B, T, E]
+        if compute_dtype is not None:
+            h = h.to(compute_dtype)
         presents = []
         for i, block in enumerate(self.h):
             h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
@@ -245,7 +250,7 @@ class GPT2(nn.Module):
 
     def lm_head(self, h: torch.Tensor, wte: torch.Tensor) -> torch.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul."""
-        return matmul(h.reshape(-1, self.hparams.n_embd), wte.t())
+        return matmul(h.reshape(-1, self.hparams.n_embd), wte.to(h.dtype).t())
 
 
 def new_cache(hp: HParams, B: int, capacity: int, like: torch.Tensor) -> List[LayerCache]:

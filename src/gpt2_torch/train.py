@@ -9,7 +9,7 @@ buffers between the two.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gpt2_common.train.loop import TrainerState
-from gpt2_common.train.optim import OptimConfig, adam_scalars, decays
+from gpt2_common.train.optim import OptimConfig, adam_scalars, check_training_dtype, decays
 from gpt2_common.weights import expected_shapes
 
 from .model import GPT2, checkpoint_name
@@ -31,9 +31,10 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def lm_loss(model: GPT2, X: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32."""
-    logits = model(X[:, :-1])["logits"]  # [B, T-1, V]
+def lm_loss(model: GPT2, X: torch.Tensor, compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32
+    (``compute_dtype``: the model's mixed precision, see ``GPT2.forward``)."""
+    logits = model(X[:, :-1], compute_dtype=compute_dtype)["logits"]  # [B, T-1, V]
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), X[:, 1:].reshape(-1))
 
 
@@ -85,9 +86,11 @@ class Trainer(TrainerState):
     """Trains the parameters of a loaded ``TorchGPT2`` in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
-                 memory_saving: bool = False) -> None:
+                 memory_saving: bool = False, dtype: str = "float32") -> None:
         self.model: GPT2 = gpt2.model
         self.cfg = cfg
+        check_training_dtype(dtype, gpt2)
+        self.compute_dtype = None if dtype == "float32" else getattr(torch, dtype)  # weights and moments stay fp32
         self.shapes = expected_shapes(self.model.hparams)
         self.params = {n: p for n, p in named_parameters(self.model).items() if trainable(n)}
         self.names: List[str] = list(self.params)
@@ -107,7 +110,7 @@ class Trainer(TrainerState):
     def forward_backward(self, tokens: np.ndarray) -> float:
         """Loss of one micro-batch; its gradients are added to the accumulation buffers."""
         with torch.enable_grad():
-            loss = lm_loss(self.model, self._tokens(tokens))
+            loss = lm_loss(self.model, self._tokens(tokens), self.compute_dtype)
             grads = torch.autograd.grad(loss, list(self.params.values()))
         for n, g in zip(self.names, grads):
             self.acc[n].add_(g)
@@ -116,7 +119,7 @@ class Trainer(TrainerState):
     @torch.no_grad()
     def eval_loss(self, tokens: np.ndarray) -> float:
         """Loss of ``tokens`` without gradients."""
-        return float(lm_loss(self.model, self._tokens(tokens)))
+        return float(lm_loss(self.model, self._tokens(tokens), self.compute_dtype))
 
     @torch.no_grad()
     def apply(self, micro_batches: int, lr: float, t: int) -> float:

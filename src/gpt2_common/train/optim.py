@@ -32,6 +32,7 @@ import math
 from typing import Dict, Optional, Tuple
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+TRAINING_DTYPES = ("float32", "bfloat16")  # bfloat16: mixed precision, fp32 weights and moments
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -94,3 +95,14 @@ def adam_scalars(cfg: OptimConfig, lr: float, t: int) -> Tuple[float, float]:
     ``1 / sqrt(1 - beta2^t)`` (a product, not a quotient: PyTorch divides a tensor by a number as
     a product with its reciprocal, so a written-out quotient would round differently)."""
     return lr / (1.0 - cfg.beta1 ** t), 1.0 / math.sqrt(1.0 - cfg.beta2 ** t)
+
+
+def check_training_dtype(dtype: str, model) -> None:
+    """ValueError (one line) unless ``dtype`` is a training dtype and ``model``'s weights are fp32
+    (mixed precision keeps fp32 master weights; float16 would need loss scaling, not built)."""
+    if dtype not in TRAINING_DTYPES:
+        raise ValueError(f"training dtype {dtype!r}: choose one of {', '.join(TRAINING_DTYPES)} "
+                         "(float16 needs loss scaling, which the trainer does not do)")
+    if getattr(model, "dtype", "float32") != "float32":
+        raise ValueError(f"a model loaded in {model.dtype} cannot be trained: load it in float32 "
+                         "(--dtype bfloat16 trains with fp32 weights and bfloat16 arithmetic)")

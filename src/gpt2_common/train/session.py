@@ -183,9 +183,10 @@ def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, 
 
 
 def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_saving: bool, world=None,
-                 accumulate: int = 1, **distributed):
+                 accumulate: int = 1, dtype: str = "float32", **distributed):
     """The backend's trainer for a loaded model; with a ``world`` of several ranks, its
-    data-parallel trainer (``gpt2_<backend>.distributed``; ``distributed`` goes to it)."""
+    data-parallel trainer (``gpt2_<backend>.distributed``; ``distributed`` goes to it).
+    ``dtype`` bfloat16: mixed precision (see ``optim.TRAINING_DTYPES``)."""
     trainable = transformer_layer if only_transformer else (lambda name: True)
     if world is not None and world.size > 1:
         if model.backend == "torch" and distributed.pop("fsdp", False):
@@ -195,12 +196,12 @@ def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_savin
         else:
             from gpt2_tf.distributed import DistributedTrainer
         return DistributedTrainer(model, optim, trainable, memory_saving, world=world, accumulate=accumulate,
-                                  **distributed)
+                                  dtype=dtype, **distributed)
     if model.backend == "torch":
         from gpt2_torch.train import Trainer
     else:
         from gpt2_tf.train import Trainer
-    return Trainer(model, optim, trainable, memory_saving)
+    return Trainer(model, optim, trainable, memory_saving, dtype)
 
 
 def is_out_of_memory(e: BaseException) -> bool:
