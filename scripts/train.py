@@ -22,7 +22,7 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
           optimizer='adam', restore_from='latest', sample_every=100, sample_length=64, sample_num=1,
           save_every=1000, val_every=100, val_batch_count=8, val_dataset=None, val_fraction=0.0,
           memory_saving_gradients=False, only_train_transformer_layers=False, backend='torch', device=None,
-          dtype='float32', seed=0, warmup_steps=0, lr_schedule='constant', weight_decay=None, grad_clip=1.0,
+          dtype='float32', dropout=0.0, seed=0, warmup_steps=0, lr_schedule='constant', weight_decay=None, grad_clip=1.0,
           context=None, n_layer=None, n_embd=None, n_head=None, n_ctx=None, n_vocab=None, vocab_dir=None, keep=3,
           plot=None, download=True, progress=True, stop_after=0, fsdp=False):
     """Train GPT-2 on a dataset; checkpoint/<run_name>/ becomes a model folder in the original layout.
@@ -60,6 +60,9 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
         device: cpu, cuda or cuda:N (default: the GPU if there is one).
         dtype: float32, or bfloat16: mixed precision (matrix products and activations in bfloat16;
             weights, optimizer state, LayerNorm, attention softmax and the loss in float32).
+        dropout: Dropout probability on the embeddings, the attention probabilities and each block's
+            two outputs (Hugging Face's embd/attn/resid_pdrop); 0 (default) as the released model.
+            Its masks are seeded by --seed and resume exactly.
         seed: Seed of the data order, the split, fresh weights and the samples.
         warmup_steps: Linear learning-rate warm-up steps.
         lr_schedule: constant or cosine (to 10% of the peak at the last step).
@@ -109,6 +112,9 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
         stop_after=cli.check_int("stop_after", stop_after, 0),
         progress=cli.check_flag("progress", progress) and cli.isatty(sys.stderr))
     batch_size = cli.check_int("batch_size", batch_size, 1)
+    dropout = cli.check_number("dropout", dropout, 0.0, 1.0)
+    if dropout >= 1.0:
+        raise cli.UsageError(f"--dropout must be below 1, got {dropout}")
     val_fraction = cli.check_number("val_fraction", val_fraction, 0.0, 1.0)
     cli.check_int("context", context, 1, allow_none=True)
     for name, flag in (("memory_saving_gradients", memory_saving_gradients), ("download", download),
@@ -160,7 +166,7 @@ def train(dataset=None, *, model_name=cli.DEFAULT_MODEL, models_dir='models', mo
             distributed["strategy"] = D.init(world)
         model = load_model(backend, start.model_dir, device=device, trainable=True)
         trainer = S.make_trainer(model, optim, only_train_transformer_layers, memory_saving_gradients,
-                                 world, loop.accumulate, dtype, **distributed)
+                                 world, loop.accumulate, dtype, dropout, loop.seed, **distributed)
         if start.state is not None:
             trainer.load_optimizer_state(start.state["optimizer"])
             trainer.load_rng_state(start.state["rng"])

@@ -179,12 +179,15 @@ def test_update_is_the_written_rule(make_model_dir, backend, optimizer):
         np.testing.assert_array_equal(got[n], expected[n], err_msg=n)
 
 
-@pytest.mark.parametrize("backend", ["torch", "tf"])
-def test_resume_equals_straight_run(tmp_path, make_model_dir, data_file, backend):
+@pytest.mark.parametrize("backend,dropout", [("torch", 0.0), ("tf", 0.0), ("torch", 0.1), ("tf", 0.1)])
+def test_resume_equals_straight_run(tmp_path, make_model_dir, data_file, backend, dropout):
+    """Stopped at step 10 and resumed in a new process: the run equals a straight one (with
+    dropout too: its masks' state is saved and restored)."""
     from scripts.train import train
 
     model = make_model_dir("tiny", vocab=True)
-    args = ("--dataset", data_file, "--model_dir", model, "--backend", backend, "--steps", 20) + COMMON
+    args = ("--dataset", data_file, "--model_dir", model, "--backend", backend, "--steps", 20,
+            "--dropout", dropout) + COMMON
     kwargs = {str(k)[2:]: v for k, v in zip(args[::2], args[1::2])}
     kwargs.update(dataset=str(data_file), model_dir=str(model), checkpoint_dir=str(tmp_path / "checkpoint"),
                   progress=False)
@@ -210,6 +213,36 @@ def test_resume_equals_straight_run(tmp_path, make_model_dir, data_file, backend
     tokens = np.random.default_rng(0).integers(0, 50257, (2, 40))
     report(f"[{backend}-trained] tf vs torch logits", load_model("tf", run, device="cpu").logits(tokens),
            load_model("torch", run, device="cpu").logits(tokens), 1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_dropout(make_model_dir, backend):
+    """--dropout: 0 is bit-identical to no dropout; a rate changes the training; the same seed gives
+    the same run, another seed another; gradient checkpointing recomputes the same masks."""
+    d = make_model_dir("tiny")
+    tokens = np.random.default_rng(3).integers(0, 50257, 3000).astype(np.uint16)
+    sampler = BatchSampler(tokens, 33, 2, seed=1)
+    cfg = OptimConfig(optimizer="sgd", learning_rate=0.1, steps=3)  # SGD: no Adam-amplified rounding noise
+
+    def run(saving=False, **options):
+        trainer = make_trainer(load_model(backend, d, device="cpu", trainable=True), cfg, False, saving, **options)
+        losses = []
+        for step in range(3):
+            losses.append(trainer.forward_backward(sampler.batch(step)))
+            trainer.apply(1, **step_scalars(cfg, step))
+        eval_twice = trainer.eval_loss(sampler.batch(9)), trainer.eval_loss(sampler.batch(9))
+        assert eval_twice[0] == eval_twice[1]  # no dropout in evaluation
+        w = trainer.weights()
+        return np.array(losses), np.concatenate([w[n].ravel() for n in sorted(w)])
+
+    plain, zero = run(), run(dropout=0.0, seed=5)
+    np.testing.assert_array_equal(plain[1], zero[1])
+    a, again, other = run(dropout=0.1, seed=1), run(dropout=0.1, seed=1), run(dropout=0.1, seed=2)
+    np.testing.assert_array_equal(a[1], again[1])
+    assert not np.array_equal(a[0][1:], other[0][1:]) and not np.array_equal(a[0], plain[0])
+    print(f"[{backend}] losses without dropout {plain[0]}, with 0.1 {a[0]}, another seed {other[0]}")
+    recomputed = run(saving=True, dropout=0.1, seed=1)
+    report(f"[{backend}] dropout with gradient checkpointing vs without, weights after 3 steps", recomputed[1], a[1], 1e-6)
 
 
 def snapshot(folder: Path):
@@ -245,6 +278,8 @@ def test_bad_input(tmp_path, make_model_dir, data_file, vocab_dir):
         "negative learning rate": (dict(learning_rate=-1e-3), "learning_rate"),
         "steps 0": (dict(steps=0), "steps must be"),
         "float16": (dict(dtype="float16"), "loss scaling"),
+        "dropout 1": (dict(dropout=1.0), "dropout must be below 1"),
+        "negative dropout": (dict(dropout=-0.1), "dropout must be a number"),
         "unknown dtype": (dict(dtype="fp8"), "training runs in float32 or bfloat16"),
         "restore_from nothing": (dict(restore_from=str(tmp_path / "nothing")), "no model or run folder"),
         "other hyperparameters": (dict(model_dir=str(other), restore_from="fresh"), "other hyperparameters"),
@@ -303,14 +338,18 @@ def test_memory_saving_and_only_transformer_layers(make_model_dir, backend):
 
 
 def test_benchmark_training_rows(make_model_dir):
-    """The benchmark's training rows run (torch, with and without checkpointing) and format."""
+    """The benchmark's training rows run (torch, fp32 and bf16, with and without checkpointing,
+    two interleaved rounds) and format, with the update's share and the checkpointing ratio."""
     from gpt2_common.train.benchmark import format_training, training_rows
 
-    rows = training_rows(str(make_model_dir("tiny")), ["torch"], batch=2, context=16, steps=1, log=lambda m: None)
-    assert set(rows) == {"torch", "torch +ckpt"}
-    for key, row in rows.items():
+    rows = training_rows(str(make_model_dir("tiny")), ["torch"], shapes=[(2, 16)], dtypes=("float32", "bfloat16"),
+                         steps=1, rounds=2, log=lambda m: None)
+    table = rows["B=2 T=16"]
+    assert set(table) == {"torch", "torch +ckpt", "torch bf16", "torch bf16 +ckpt"}
+    for key, row in table.items():
         assert "error" not in row, (key, row)
-        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
-    text = format_training(rows, 2, 16)
+        assert row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 and 0 < row["update_share"] < 1
+        assert row["rounds"] == 2
+    text = format_training(rows, 2)
     print(text)
-    assert "torch +ckpt" in text
+    assert "torch bf16 +ckpt step / torch bf16 step" in text

@@ -43,8 +43,9 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
                  memory_saving: bool = False, world: World = World(), accumulate: int = 1,
-                 strategy: tf.distribute.Strategy = None, dtype: str = "float32") -> None:
-        super().__init__(gpt2, cfg, trainable, memory_saving, dtype)
+                 strategy: tf.distribute.Strategy = None, dtype: str = "float32", dropout: float = 0.0,
+                 seed: int = 0) -> None:
+        super().__init__(gpt2, cfg, trainable, memory_saving, dtype, dropout, seed)
         self.world, self.strategy = world, strategy
         acc = [self.acc[n] for n in self.names]
 

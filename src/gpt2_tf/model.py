@@ -33,6 +33,7 @@ from gpt2_common.hooks import ModelHooks, hook, wants
 from gpt2_common.hparams import HParams
 
 LayerCache = Tuple[tf.Tensor, tf.Tensor]  # one layer's decoding cache: (keys, values) [B, H, C, D]
+Drop = Optional[Tuple[float, Any]]  # training dropout: (rate, seed [2] int); masks from (seed, site), stateless
 Past = Union[tf.Tensor, List[LayerCache]]
 MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf), in fp32
 LN_EPS = 1e-5
@@ -122,7 +123,7 @@ class Attention(tf.Module):
         return tf.reshape(x, [B, T, self.n_head, E // self.n_head])
 
     def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None,
-                 hooks: Optional[ModelHooks] = None):
+                 hooks: Optional[ModelHooks] = None, drop: Drop = None, site: int = 0):
         q, k, v = tf.split(self.c_attn(x), 3, axis=2)  # 3 x [B, T, E]
         q, k, v = (tf.transpose(hook(hooks, self.scope, f"hook_{n}", self.split_heads(t)), [0, 2, 1, 3])
                    for n, t in zip("qkv", (q, k, v)))  # [B, T, H, D] named, [B, H, T, D] used
@@ -134,17 +135,29 @@ class Attention(tf.Module):
         else:  # a decoding cache holding P = past_length positions
             k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
         # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
-        a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias, hooks, self.scope)
+        a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias, hooks, self.scope,
+                      drop, site)
         a = hook(hooks, self.scope, "hook_z", tf.transpose(tf.cast(a, x.dtype), [0, 2, 1, 3]))  # [B, T, H, D]
         return self.c_proj(tf.reshape(a, tf.shape(x))), present  # merge heads -> [B, T, E]
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: Optional[tf.Tensor],
-              hooks: Optional[ModelHooks] = None, scope: str = "") -> tf.Tensor:
-    """``softmax(q k^T / sqrt(D) + bias) v`` ``[B, H, T, D]``, spelled out."""
+              hooks: Optional[ModelHooks] = None, scope: str = "", drop: Drop = None, site: int = 0) -> tf.Tensor:
+    """``softmax(q k^T / sqrt(D) + bias) v`` ``[B, H, T, D]``, spelled out. ``drop``: dropout on
+    the probabilities."""
     w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
     w = hook(hooks, scope, "hook_attn_scores", w + bias)
-    return tf.matmul(hook(hooks, scope, "hook_pattern", tf.nn.softmax(w, axis=-1)), v)
+    return tf.matmul(dropout(hook(hooks, scope, "hook_pattern", tf.nn.softmax(w, axis=-1)), drop, site), v)
+
+
+def dropout(x: tf.Tensor, drop: Drop, site: int) -> tf.Tensor:
+    """Training dropout at ``site`` (a number per place in the model): each element zeroed with
+    probability ``drop[0]``, the rest scaled by 1/(1 - rate); the mask is a function of the seed
+    ``drop[1]`` and the site (stateless), so a recomputed block draws it again the same."""
+    if drop is None:
+        return x
+    seed = tf.random.experimental.stateless_fold_in(drop[1], site)
+    return tf.nn.experimental.stateless_dropout(x, drop[0], seed=seed)
 
 
 class MLP(tf.Module):
@@ -163,17 +176,18 @@ class Block(tf.Module):
     def __init__(self, hp: HParams, layer: int, new: _NewVariable):
         super().__init__(name=None)
         s, name = f"blocks.{layer}", f"model/h{layer}"  # hook scope, checkpoint scope
-        self.scope = s
+        self.scope, self.layer = s, layer
         self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{s}.ln1", f"{name}/ln_1", new), Attention(hp, f"{s}.attn", f"{name}/attn", new)
         self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{s}.ln2", f"{name}/ln_2", new), MLP(hp, f"{s}.mlp", f"{name}/mlp", new)
 
     def __call__(self, x: tf.Tensor, past, bias: Optional[tf.Tensor], past_length=None,
-                 hooks: Optional[ModelHooks] = None):
-        s = self.scope
+                 hooks: Optional[ModelHooks] = None, drop: Drop = None):
+        s, site = self.scope, 1 + 3 * self.layer  # dropout sites: probabilities, attention out, MLP out
         x = hook(hooks, s, "hook_resid_pre", x)
-        a, present = self.attn(self.ln_1(x, hooks), past, bias, past_length, hooks)
-        x = hook(hooks, s, "hook_resid_mid", x + hook(hooks, s, "hook_attn_out", a))
-        x = hook(hooks, s, "hook_resid_post", x + hook(hooks, s, "hook_mlp_out", self.mlp(self.ln_2(x, hooks), hooks)))
+        a, present = self.attn(self.ln_1(x, hooks), past, bias, past_length, hooks, drop, site)
+        x = hook(hooks, s, "hook_resid_mid", x + hook(hooks, s, "hook_attn_out", dropout(a, drop, site + 1)))
+        m = dropout(self.mlp(self.ln_2(x, hooks), hooks), drop, site + 2)
+        x = hook(hooks, s, "hook_resid_post", x + hook(hooks, s, "hook_mlp_out", m))
         return x, present
 
 
@@ -212,11 +226,13 @@ class GPT2(tf.Module):
 
     def __call__(self, X: tf.Tensor, past: Optional[Past] = None, attention_mask: Optional[tf.Tensor] = None,
                  last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None,
-                 compute_dtype: Optional[tf.DType] = None) -> Dict[str, Any]:
+                 compute_dtype: Optional[tf.DType] = None, drop: Drop = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
         ``compute_dtype`` (mixed precision): the activations and matrix products in this dtype,
         the weights cast to it where they are used (LayerNorm and attention stay in fp32).
+        ``drop`` (training): dropout ``(rate, seed)`` on the embeddings, the attention
+        probabilities and the blocks' two outputs (Hugging Face's embd/attn/resid_pdrop).
 
         With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
         ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
@@ -231,13 +247,13 @@ class GPT2(tf.Module):
         pos = tf.gather(wpe, position_ids(T, P, attention_mask))  # [B|1, T, E]
         if hooks is not None:
             pos = hook(hooks, "", "hook_pos_embed", tf.broadcast_to(pos, [B, T, self.hparams.n_embd]))
-        h = hook(hooks, "", "hook_embed", tf.gather(wte, X)) + pos  # [B, T, E]
+        h = dropout(hook(hooks, "", "hook_embed", tf.gather(wte, X)) + pos, drop, 0)  # [B, T, E]
         if compute_dtype is not None:
             h = tf.cast(h, compute_dtype)
         presents = []
         for i, block in enumerate(self.h):
             h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
-                               bias, past_length, hooks)
+                               bias, past_length, hooks, drop)
             presents.append(present)
         h = self.ln_f(h, hooks)  # [B, T, E]
         if last_only:

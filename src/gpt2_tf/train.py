@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from gpt2_common.train.loop import TrainerState
-from gpt2_common.train.optim import OptimConfig, adam_scalars, check_training_dtype, decays
+from gpt2_common.train.optim import OptimConfig, adam_scalars, check_dropout, check_training_dtype, decays
 from gpt2_common.weights import expected_shapes
 
 from .model import GPT2, checkpoint_name
@@ -26,10 +26,10 @@ from .model import GPT2, checkpoint_name
 TOKENS = tf.TensorSpec([None, None], tf.int32)
 
 
-def lm_loss(model: GPT2, X: tf.Tensor, compute_dtype: Optional[tf.DType] = None) -> tf.Tensor:
+def lm_loss(model: GPT2, X: tf.Tensor, compute_dtype: Optional[tf.DType] = None, drop=None) -> tf.Tensor:
     """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32
-    (``compute_dtype``: the model's mixed precision, see ``GPT2.__call__``)."""
-    logits = model(X[:, :-1], compute_dtype=compute_dtype)["logits"]  # [B, T-1, V]
+    (``compute_dtype``: mixed precision, ``drop``: dropout; see ``GPT2.__call__``)."""
+    logits = model(X[:, :-1], compute_dtype=compute_dtype, drop=drop)["logits"]  # [B, T-1, V]
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=X[:, 1:], logits=tf.cast(logits, tf.float32)))
 
@@ -63,10 +63,10 @@ class _Recompute(tf.Module):
         super().__init__(name=None)
         self.block = block
 
-    def __call__(self, x, past, bias, past_length=None, hooks=None):
+    def __call__(self, x, past, bias, past_length=None, hooks=None, drop=None):
         if past is not None or hooks is not None:
-            return self.block(x, past, bias, past_length, hooks)
-        y = tf.recompute_grad(lambda x: self.block(x, None, bias)[0])(x)
+            return self.block(x, past, bias, past_length, hooks, drop)
+        y = tf.recompute_grad(lambda x: self.block(x, None, bias, None, None, drop)[0])(x)  # stateless masks: the same
         return y, tf.zeros([0], x.dtype)  # the (unused) keys/values are not kept
 
 
@@ -79,11 +79,12 @@ class Trainer(TrainerState):
     """Trains the variables of a ``TFGPT2`` loaded with ``trainable=True``, in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
-                 memory_saving: bool = False, dtype: str = "float32") -> None:
+                 memory_saving: bool = False, dtype: str = "float32", dropout: float = 0.0, seed: int = 0) -> None:
         self.model: GPT2 = gpt2.model
         self.cfg = cfg
         check_training_dtype(dtype, gpt2)
         self.compute_dtype = None if dtype == "float32" else tf.as_dtype(dtype)  # weights and moments stay fp32
+        self.dropout, self.seed = check_dropout(dropout), seed  # masks from (seed, micro-batch number, site)
         self.shapes = expected_shapes(self.model.hparams)
         self.params = {n: v for n, v in named_variables(self.model).items() if trainable(n)}
         self.names: List[str] = list(self.params)
@@ -96,6 +97,7 @@ class Trainer(TrainerState):
             self.acc = {n: zeros(v, "acc") for n, v in self.params.items()}
             self.m = {n: zeros(v, "m") for n, v in self.params.items()}
             self.v = {n: zeros(v, "v") for n, v in self.params.items()}
+            self.draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="draws")  # micro-batches so far
         if memory_saving:
             use_gradient_checkpointing(self.model)
         self._fb = tf.function(self._forward_backward, input_signature=[TOKENS])
@@ -105,9 +107,14 @@ class Trainer(TrainerState):
 
     def _forward_backward(self, X):
         params = list(self.params.values())
+        drop = None
+        if self.dropout:
+            drop = (self.dropout, tf.stack([tf.constant(self.seed, tf.int64), self.draws.read_value()]))
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(params)
-            loss = lm_loss(self.model, X, self.compute_dtype)
+            loss = lm_loss(self.model, X, self.compute_dtype, drop)
+        if self.dropout:
+            self.draws.assign_add(1)
         for n, g in zip(self.names, tape.gradient(loss, params)):
             self.acc[n].assign_add(tf.convert_to_tensor(g))  # wpe's arrives as IndexedSlices
         return loss
@@ -167,8 +174,9 @@ class Trainer(TrainerState):
             self.v[n].assign(np.asarray(state["v/" + n]).reshape(self.v[n].shape))
 
     def rng_state(self) -> Dict[str, np.ndarray]:
-        """The framework's random state (dropout), to resume exactly (none is used today)."""
-        return {}
+        """The dropout masks' state (micro-batches drawn so far), to resume exactly."""
+        return {"tf_dropout_draws": np.array([int(self.draws.numpy())], dtype=np.int64)}
 
     def load_rng_state(self, state: Mapping[str, np.ndarray]) -> None:
-        pass
+        if "tf_dropout_draws" in state:
+            self.draws.assign(int(np.asarray(state["tf_dropout_draws"])[0]))

@@ -50,8 +50,8 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
                  memory_saving: bool = False, world: World = World(), accumulate: int = 1,
-                 dtype: str = "float32") -> None:
-        super().__init__(gpt2, cfg, trainable, memory_saving, dtype)
+                 dtype: str = "float32", dropout: float = 0.0, seed: int = 0) -> None:
+        super().__init__(gpt2, cfg, trainable, memory_saving, dtype, dropout, seed)
         self.world, self.accumulate, self._micro = world, accumulate, 0
         gpu = self.device.type == "cuda"
         with self._collective():  # DDP broadcasts rank 0's weights: every rank starts equal
@@ -74,7 +74,7 @@ class DistributedTrainer(Trainer):
         sync = self._micro >= self.accumulate
         X = self._tokens(tokens)
         with self._collective(), torch.enable_grad(), (contextlib.nullcontext() if sync else self.ddp.no_sync()):
-            loss = lm_loss(self.ddp, X, self.compute_dtype)
+            loss = lm_loss(self.ddp, X, self.compute_dtype, self.drop)
             loss.backward()
         return float(loss.detach())
 
@@ -111,10 +111,10 @@ class FSDPTrainer(DistributedTrainer):
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
                  memory_saving: bool = False, world: World = World(), accumulate: int = 1,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", dropout: float = 0.0, seed: int = 0) -> None:
         from torch.distributed.fsdp import fully_shard
 
-        Trainer.__init__(self, gpt2, cfg, trainable, memory_saving, dtype)
+        Trainer.__init__(self, gpt2, cfg, trainable, memory_saving, dtype, dropout, seed)
         self.world, self.accumulate, self._micro = world, accumulate, 0
         with self._collective():
             for block in self.model.h:
@@ -132,7 +132,7 @@ class FSDPTrainer(DistributedTrainer):
         self._micro += 1
         X = self._tokens(tokens)
         with self._collective(), torch.enable_grad():
-            loss = lm_loss(self.model, X, self.compute_dtype)
+            loss = lm_loss(self.model, X, self.compute_dtype, self.drop)
             loss.backward()
         return float(loss.detach())
 

@@ -35,6 +35,7 @@ from gpt2_common.hooks import ModelHooks, hook, wants
 from gpt2_common.hparams import HParams
 
 LayerCache = Tuple[torch.Tensor, torch.Tensor]  # one layer's decoding cache: (keys, values) [B, H, C, D]
+Drop = Optional[Tuple[float, Any]]  # training dropout: (rate, seed); masks from torch's RNG (the seed is TF's)
 Past = Union[torch.Tensor, List[LayerCache]]
 MASK_VALUE = -1e10  # the original's value for masked attention scores (not -inf), in fp32
 LN_EPS = 1e-5
@@ -116,7 +117,7 @@ class Attention(nn.Module):
         return x.view(B, T, self.n_head, E // self.n_head)
 
     def forward(self, x: torch.Tensor, past, bias: Optional[torch.Tensor], past_length=None,
-                hooks: Optional[ModelHooks] = None):
+                hooks: Optional[ModelHooks] = None, drop: Drop = None, site: int = 0):
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=2)  # 3 x [B, T, E]
         q, k, v = (hook(hooks, self.scope, f"hook_{n}", self.split_heads(t)).transpose(1, 2)
                    for n, t in zip("qkv", (q, k, v)))  # [B, T, H, D] named, [B, H, T, D] used
@@ -128,26 +129,33 @@ class Attention(nn.Module):
         else:  # a decoding cache holding P = past_length positions
             k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
         # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
-        a = attention(q.float(), k.float(), v.float(), bias, hooks, self.scope)
+        a = attention(q.float(), k.float(), v.float(), bias, hooks, self.scope, drop, site)
         a = hook(hooks, self.scope, "hook_z", a.to(x.dtype).transpose(1, 2))  # [B, T, H, D]
         return self.c_proj(a.reshape(x.shape)), present  # merge heads -> [B, T, E]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
-              hooks: Optional[ModelHooks] = None, scope: str = "") -> torch.Tensor:
+              hooks: Optional[ModelHooks] = None, scope: str = "", drop: Drop = None, site: int = 0) -> torch.Tensor:
     """``softmax(q k^T / sqrt(D) + bias) v`` ``[B, H, T, D]``; ``bias`` None: plain causal. Prompts:
     fused (PyTorch's SDPA: no [T, S] score matrices in memory, ~4x faster for long prompts); one
     query (decoding), or hooked scores or pattern: spelled out, as SDPA's CPU kernel splits the
-    keys by thread count (and keeps no pattern)."""
+    keys by thread count (and keeps no pattern). ``drop``: dropout on the probabilities."""
     T, S = q.shape[-2], k.shape[-2]
     if T > 1 and not wants(hooks, scope, "hook_attn_scores", "hook_pattern"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
+                                              dropout_p=0.0 if drop is None else drop[0],
                                               scale=1.0 / math.sqrt(q.shape[-1]))
     if bias is None and T > 1:
         bias = attention_bias(T, S - T, None, q.device)
     w = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
     w = hook(hooks, scope, "hook_attn_scores", w if bias is None else w + bias)
-    return torch.matmul(hook(hooks, scope, "hook_pattern", torch.softmax(w, dim=-1)), v)
+    return torch.matmul(dropout(hook(hooks, scope, "hook_pattern", torch.softmax(w, dim=-1)), drop, site), v)
+
+
+def dropout(x: torch.Tensor, drop: Drop, site: int) -> torch.Tensor:
+    """Training dropout at ``site`` (a number per place in the model; TF's masks derive from it):
+    each element zeroed with probability ``drop[0]``, the rest scaled by 1/(1 - rate)."""
+    return x if drop is None else F.dropout(x, drop[0], training=True)
 
 
 class MLP(nn.Module):
@@ -166,16 +174,18 @@ class Block(nn.Module):
     def __init__(self, hp: HParams, layer: int):
         super().__init__()
         s = self.scope = f"blocks.{layer}"
+        self.layer = layer
         self.ln_1, self.attn = LayerNorm(hp.n_embd, f"{s}.ln1"), Attention(hp, f"{s}.attn")
         self.ln_2, self.mlp = LayerNorm(hp.n_embd, f"{s}.ln2"), MLP(hp, f"{s}.mlp")
 
     def forward(self, x: torch.Tensor, past, bias: Optional[torch.Tensor], past_length=None,
-                hooks: Optional[ModelHooks] = None):
-        s = self.scope
+                hooks: Optional[ModelHooks] = None, drop: Drop = None):
+        s, site = self.scope, 1 + 3 * self.layer  # dropout sites: probabilities, attention out, MLP out
         x = hook(hooks, s, "hook_resid_pre", x)
-        a, present = self.attn(self.ln_1(x, hooks), past, bias, past_length, hooks)
-        x = hook(hooks, s, "hook_resid_mid", x + hook(hooks, s, "hook_attn_out", a))
-        x = hook(hooks, s, "hook_resid_post", x + hook(hooks, s, "hook_mlp_out", self.mlp(self.ln_2(x, hooks), hooks)))
+        a, present = self.attn(self.ln_1(x, hooks), past, bias, past_length, hooks, drop, site)
+        x = hook(hooks, s, "hook_resid_mid", x + hook(hooks, s, "hook_attn_out", dropout(a, drop, site + 1)))
+        m = dropout(self.mlp(self.ln_2(x, hooks), hooks), drop, site + 2)
+        x = hook(hooks, s, "hook_resid_post", x + hook(hooks, s, "hook_mlp_out", m))
         return x, present
 
 
@@ -213,11 +223,13 @@ class GPT2(nn.Module):
 
     def forward(self, X: torch.Tensor, past: Optional[Past] = None, attention_mask: Optional[torch.Tensor] = None,
                 last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None,
-                compute_dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
+                compute_dtype: Optional[torch.dtype] = None, drop: Drop = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
         ``compute_dtype`` (mixed precision): the activations and matrix products in this dtype,
         the weights cast to it where they are used (LayerNorm and attention stay in fp32).
+        ``drop`` (training): dropout ``(rate, seed)`` on the embeddings, the attention
+        probabilities and the blocks' two outputs (Hugging Face's embd/attn/resid_pdrop).
 
         With ``past_length`` P, ``past`` is a decoding cache (per layer ``(keys, values)``
         ``[B, H, C, D]``, first P positions filled; see the module docstring) and ``present``
@@ -233,13 +245,13 @@ class GPT2(nn.Module):
         pos = wpe[position_ids(T, P, attention_mask, X.device)]  # [B|1, T, E]
         if hooks is not None:
             pos = hook(hooks, "", "hook_pos_embed", pos.expand(B, T, -1))
-        h = hook(hooks, "", "hook_embed", wte[X]) + pos  # [B, T, E]
+        h = dropout(hook(hooks, "", "hook_embed", wte[X]) + pos, drop, 0)  # [B, T, E]
         if compute_dtype is not None:
             h = h.to(compute_dtype)
         presents = []
         for i, block in enumerate(self.h):
             h, present = block(h, None if past is None else past[i] if past_length is not None else past[:, i],
-                               bias, past_length, hooks)
+                               bias, past_length, hooks, drop)
             presents.append(present)
         h = self.ln_f(h, hooks)  # [B, T, E]
         if last_only:

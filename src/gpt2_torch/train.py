@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gpt2_common.train.loop import TrainerState
-from gpt2_common.train.optim import OptimConfig, adam_scalars, check_training_dtype, decays
+from gpt2_common.train.optim import OptimConfig, adam_scalars, check_dropout, check_training_dtype, decays
 from gpt2_common.weights import expected_shapes
 
 from .model import GPT2, checkpoint_name
@@ -31,10 +31,10 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def lm_loss(model: GPT2, X: torch.Tensor, compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def lm_loss(model: GPT2, X: torch.Tensor, compute_dtype: Optional[torch.dtype] = None, drop=None) -> torch.Tensor:
     """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32
-    (``compute_dtype``: the model's mixed precision, see ``GPT2.forward``)."""
-    logits = model(X[:, :-1], compute_dtype=compute_dtype)["logits"]  # [B, T-1, V]
+    (``compute_dtype``: mixed precision, ``drop``: dropout; see ``GPT2.forward``)."""
+    logits = model(X[:, :-1], compute_dtype=compute_dtype, drop=drop)["logits"]  # [B, T-1, V]
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), X[:, 1:].reshape(-1))
 
 
@@ -73,11 +73,12 @@ def use_gradient_checkpointing(model: GPT2) -> None:
     for block in model.h:
         plain = type(block).forward.__get__(block)
 
-        def forward(x, past, bias, past_length=None, hooks=None, _plain=plain):
-            if past is None and hooks is None and torch.is_grad_enabled():
-                y = checkpoint(lambda x: _plain(x, None, bias)[0], x, use_reentrant=False)
+        def forward(x, past, bias, past_length=None, hooks=None, drop=None, _plain=plain):
+            if past is None and hooks is None and torch.is_grad_enabled():  # (the recomputation
+                y = checkpoint(lambda x: _plain(x, None, bias, None, None, drop)[0], x,  # restores the
+                               use_reentrant=False)  # RNG: the same dropout masks)
                 return y, x.new_zeros(0)  # the (unused) keys/values are not kept
-            return _plain(x, past, bias, past_length, hooks)
+            return _plain(x, past, bias, past_length, hooks, drop)
 
         block.forward = forward
 
@@ -86,11 +87,14 @@ class Trainer(TrainerState):
     """Trains the parameters of a loaded ``TorchGPT2`` in place (so sampling sees them)."""
 
     def __init__(self, gpt2, cfg: OptimConfig, trainable: Callable[[str], bool] = lambda n: True,
-                 memory_saving: bool = False, dtype: str = "float32") -> None:
+                 memory_saving: bool = False, dtype: str = "float32", dropout: float = 0.0, seed: int = 0) -> None:
         self.model: GPT2 = gpt2.model
         self.cfg = cfg
         check_training_dtype(dtype, gpt2)
         self.compute_dtype = None if dtype == "float32" else getattr(torch, dtype)  # weights and moments stay fp32
+        self.drop = (check_dropout(dropout), None) if dropout else None  # masks from torch's RNG, seeded here
+        if self.drop:
+            torch.manual_seed(seed)
         self.shapes = expected_shapes(self.model.hparams)
         self.params = {n: p for n, p in named_parameters(self.model).items() if trainable(n)}
         self.names: List[str] = list(self.params)
@@ -110,7 +114,7 @@ class Trainer(TrainerState):
     def forward_backward(self, tokens: np.ndarray) -> float:
         """Loss of one micro-batch; its gradients are added to the accumulation buffers."""
         with torch.enable_grad():
-            loss = lm_loss(self.model, self._tokens(tokens), self.compute_dtype)
+            loss = lm_loss(self.model, self._tokens(tokens), self.compute_dtype, self.drop)
             grads = torch.autograd.grad(loss, list(self.params.values()))
         for n, g in zip(self.names, grads):
             self.acc[n].add_(g)

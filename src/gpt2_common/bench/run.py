@@ -18,6 +18,7 @@ from .compare import checkout_src, compare, format_comparison
 from .machine import encoder_speeds, machine_info, measure_bandwidth, model_size
 from .report import add_load_peaks, best_of, evaluate_targets, format_report, save_plot
 from .worker import run_worker
+from ..train.benchmark import format_training, training_rows
 
 DECODE_PROMPT = 32          # prompt tokens before timed decoding
 
@@ -56,10 +57,16 @@ def column_settings(column: str, xla: bool) -> Dict[str, Any]:
             "xla": xla and not column.endswith("-noxla")}
 
 
+def measure_training(model_dir: str, backends: List[str], shapes, bf16: bool, rounds: int, device: str, log):
+    """The training rows (``gpt2_common.train.benchmark``), fp32 and with ``bf16`` bfloat16 too."""
+    return training_rows(model_dir, backends, shapes, ("float32", "bfloat16") if bf16 else ("float32",),
+                         rounds=rounds, device=device, log=log)
+
+
 def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, prefill="128,512,1024",
               decode_tokens=64, batch_sizes="1,8", repeats=2, rounds=2, threads=None, vocab_dir=None,
-              json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch=2,
-              train_context=256, baseline=None, baseline_rounds=10, hooks=0):
+              json=False, plot=None, device="cpu", bf16=False, xla=True, train=False, train_batch="4,1",
+              train_context="256,1024", train_rounds=3, baseline=None, baseline_rounds=10, hooks=0):
     """Measure load time, prefill and KV-cache decode throughput, peak memory of both backends (and
     Hugging Face transformers) on the same weights, against the machine's memory-bandwidth limit.
 
@@ -83,10 +90,13 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
         bf16: Add tf-bf16 and torch-bf16 columns (the same measurements in bfloat16).
         xla: TensorFlow's XLA decode path on (default) or off (--noxla); --xla both adds a
             tf-noxla column, interleaved with the others.
-        train: Also measure training (see gpt2_common.train.benchmark): tokens/s and peak memory of
-            a fwd+bwd+AdamW step, with and without gradient checkpointing, for each backend and hf.
-        train_batch: Batch of the training rows.
-        train_context: Tokens per sequence of the training rows.
+        train: Also measure training (see gpt2_common.train.benchmark): tokens/s, the update's share
+            and peak memory of a fwd+bwd+AdamW step, with and without gradient checkpointing, for
+            each backend and hf (with --bf16, bfloat16 mixed precision rows too); --train only:
+            training rows alone.
+        train_batch: Batches of the training rows, paired with train_context.
+        train_context: Tokens per sequence of the training rows (one per train_batch).
+        train_rounds: Interleaved rounds of the training rows (medians are reported).
         baseline: Another checkout of the toolkit (its root or its src/ folder, e.g. made with
             ``git worktree add DIR REV``); instead of the report, compare this checkout with it,
             prefill and decode of every column in lockstep (see gpt2_common.bench.compare).
@@ -107,6 +117,13 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
     (rounds,) = int_list(rounds, "rounds")
     threads = None if threads is None else int_list(threads, "threads")[0]
     hf, json, device = as_bool(hf, "hf"), as_bool(json, "json"), cli.check_device(device) or "cpu"
+    train_only = str(train).lower() == "only"
+    train = train_only or as_bool(train, "train")
+    train_shapes = list(zip(int_list(train_batch, "train_batch"), int_list(train_context, "train_context")))
+    if len(train_shapes) != len(int_list(train_batch, "train_batch")) or \
+            len(train_shapes) != len(int_list(train_context, "train_context")):
+        raise UsageError("--train_batch and --train_context need as many values each (they pair up)")
+    (train_rounds,) = int_list(train_rounds, "train_rounds")
     columns = names + ([f"{b}-bf16" for b in names] if as_bool(bf16, "bf16") else [])  # bf16 columns
     xla_both = str(xla).lower() == "both"
     xla = True if xla_both else as_bool(xla, "xla")
@@ -116,7 +133,7 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
     if baseline is not None:
         baseline = checkout_src(baseline)  # its src/ folder
         (baseline_rounds,) = int_list(baseline_rounds, "baseline_rounds")
-        for flag, value in (("plot", plot is not None), ("train", as_bool(train, "train"))):
+        for flag, value in (("plot", plot is not None), ("train", train)):
             if value:
                 raise UsageError(f"--{flag} does not go with --baseline (a comparison has no {flag} rows)")
     if plot is not None:
@@ -166,6 +183,13 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
             print(_json.dumps(res, indent=2) if json else format_comparison(res), flush=True)
             log(f"done in {time.perf_counter() - started:.0f} s")
             return
+        if train_only:
+            training = measure_training(os.fspath(model_dir or tmp), names + (["hf"] if hf else []), train_shapes,
+                                        as_bool(bf16, "bf16"), train_rounds, device, log)
+            print(_json.dumps({"model": label, "machine": machine_info(), "training": training}, indent=2) if json
+                  else f"{label}\n{format_training(training, train_rounds)}", flush=True)
+            log(f"done in {time.perf_counter() - started:.0f} s")
+            return
         size = model_size(hp)
         log("measuring memory bandwidth")
         bandwidth = measure_bandwidth()
@@ -198,12 +222,10 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
         machine["threads"] = threads or "framework defaults"
         encoder = encoder_speeds(vocab, repeats, notes)
         training = None
-        if as_bool(train, "train"):  # training rows (gpt2_common.train.benchmark)
-            from ..train.benchmark import format_training, training_rows
-
-            (tb,), (tc,) = int_list(train_batch, "train_batch"), int_list(train_context, "train_context")
-            training = training_rows(spec["model_dir"], names + (["hf"] if hf else []), tb, tc, device=device, log=log)
-            notes.append(format_training(training, tb, tc))
+        if train:
+            training = measure_training(os.fspath(model_dir or tmp), names + (["hf"] if hf else []), train_shapes,
+                                        as_bool(bf16, "bf16"), train_rounds, device, log)
+            notes.append(format_training(training, train_rounds))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

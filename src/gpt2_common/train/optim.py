@@ -106,3 +106,10 @@ def check_training_dtype(dtype: str, model) -> None:
     if getattr(model, "dtype", "float32") != "float32":
         raise ValueError(f"a model loaded in {model.dtype} cannot be trained: load it in float32 "
                          "(--dtype bfloat16 trains with fp32 weights and bfloat16 arithmetic)")
+
+
+def check_dropout(rate: float) -> float:
+    """``rate`` if it is a dropout probability in [0, 1); ValueError (one line) otherwise."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {rate!r}")
+    return float(rate)

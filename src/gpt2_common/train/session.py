@@ -183,10 +183,12 @@ def load_data(dataset, val_dataset, val_fraction: float, encoder, context: int, 
 
 
 def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_saving: bool, world=None,
-                 accumulate: int = 1, dtype: str = "float32", **distributed):
+                 accumulate: int = 1, dtype: str = "float32", dropout: float = 0.0, seed: int = 0,
+                 **distributed):
     """The backend's trainer for a loaded model; with a ``world`` of several ranks, its
     data-parallel trainer (``gpt2_<backend>.distributed``; ``distributed`` goes to it).
-    ``dtype`` bfloat16: mixed precision (see ``optim.TRAINING_DTYPES``)."""
+    ``dtype`` bfloat16: mixed precision (see ``optim.TRAINING_DTYPES``); ``dropout``: its rate,
+    the masks seeded by ``seed``."""
     trainable = transformer_layer if only_transformer else (lambda name: True)
     if world is not None and world.size > 1:
         if model.backend == "torch" and distributed.pop("fsdp", False):
@@ -196,12 +198,12 @@ def make_trainer(model, optim: OptimConfig, only_transformer: bool, memory_savin
         else:
             from gpt2_tf.distributed import DistributedTrainer
         return DistributedTrainer(model, optim, trainable, memory_saving, world=world, accumulate=accumulate,
-                                  dtype=dtype, **distributed)
+                                  dtype=dtype, dropout=dropout, seed=seed, **distributed)
     if model.backend == "torch":
         from gpt2_torch.train import Trainer
     else:
         from gpt2_tf.train import Trainer
-    return Trainer(model, optim, trainable, memory_saving, dtype)
+    return Trainer(model, optim, trainable, memory_saving, dtype, dropout, seed)
 
 
 def is_out_of_memory(e: BaseException) -> bool:
