@@ -92,8 +92,8 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
             tf-noxla column, interleaved with the others.
         train: Also measure training (see gpt2_common.train.benchmark): tokens/s, the update's share
             and peak memory of a fwd+bwd+AdamW step, with and without gradient checkpointing, for
-            each backend and hf (with --bf16, bfloat16 mixed precision rows too); --train only:
-            training rows alone.
+            each backend and hf (with --bf16, bfloat16 mixed precision rows too); --train only gives
+            the training rows alone.
         train_batch: Batches of the training rows, paired with train_context.
         train_context: Tokens per sequence of the training rows (one per train_batch).
         train_rounds: Interleaved rounds of the training rows (medians are reported).
