@@ -34,6 +34,16 @@ def report(name: str, a, b, tol: float) -> float:
     return diff
 
 
+def is_attention_bias(name: str) -> bool:
+    return name.endswith("/attn/c_attn/b")
+
+
+def without_key_biases(w: dict, E: int) -> np.ndarray:
+    """Every weight, flat, but the key biases (the middle third of each ``c_attn/b``; see below)."""
+    return np.concatenate([np.delete(w[n], np.s_[E:2 * E]) if is_attention_bias(n) else w[n].ravel()
+                           for n in sorted(w)])
+
+
 def test_twenty_steps_agree_across_backends(make_model_dir):
     d = make_model_dir("tiny")
     tokens = np.random.default_rng(3).integers(0, 50257, 5000).astype(np.uint16)
@@ -61,11 +71,9 @@ def test_twenty_steps_agree_across_backends(make_model_dir):
     # backends and leave the model's function unchanged. Everything else must agree to 1e-4, and
     # the logits of the trained models (which the key biases cannot change) as well.
     E = models["tf"].hparams.n_embd
-    key_bias = lambda w, n: n.endswith("/attn/c_attn/b")  # noqa: E731
-    flat = lambda w: np.concatenate([np.delete(w[n], np.s_[E:2 * E]) if key_bias(w, n) else w[n].ravel()  # noqa: E731
-                                     for n in sorted(w)])
-    report("20 steps: final weights but the key biases, tf vs torch", flat(wt), flat(wp), STEP_TOL)
-    kb = max(float(np.abs(wt[n][E:2 * E] - wp[n][E:2 * E]).max()) for n in wt if key_bias(wt, n))
+    report("20 steps: final weights but the key biases, tf vs torch", without_key_biases(wt, E),
+           without_key_biases(wp, E), STEP_TOL)
+    kb = max(float(np.abs(wt[n][E:2 * E] - wp[n][E:2 * E]).max()) for n in wt if is_attention_bias(n))
     print(f"20 steps: key biases (zero gradient in exact arithmetic) max|diff| = {kb:.3e}")
     probe = np.random.default_rng(5).integers(0, 50257, (2, 32))
     report("20 steps: logits of the trained models, tf vs torch", models["tf"].logits(probe),
@@ -104,7 +112,6 @@ def test_bfloat16_mixed_precision_agrees_across_backends(make_model_dir):
     tokens = np.random.default_rng(3).integers(0, 50257, 5000).astype(np.uint16)
     sampler = BatchSampler(tokens, 33, 2, seed=7)
     cfg = OptimConfig(optimizer="adam", learning_rate=3e-3, warmup_steps=5, lr_schedule="cosine", steps=20)
-    E = 32
     runs = {}
     for backend in ("tf", "torch"):
         for dtype in ("float32", "bfloat16"):
@@ -113,10 +120,7 @@ def test_bfloat16_mixed_precision_agrees_across_backends(make_model_dir):
             for step in range(20):
                 losses.append(np.mean([trainer.forward_backward(sampler.batch(2 * step + j)) for j in range(2)]))
                 trainer.apply(2, **step_scalars(cfg, step))
-            w = trainer.weights()
-            flat = np.concatenate([np.delete(w[n], np.s_[E:2 * E]) if n.endswith("/attn/c_attn/b") else w[n].ravel()
-                                   for n in sorted(w)])
-            runs[backend, dtype] = np.array(losses), flat
+            runs[backend, dtype] = np.array(losses), without_key_biases(trainer.weights(), trainer.model.hparams.n_embd)
     dist = lambda a, b, i: float(np.abs(runs[a][i] - runs[b][i]).max())  # noqa: E731
     for i, what in enumerate(("loss at each step", "weights after 20 steps")):
         cross = dist(("tf", "bfloat16"), ("torch", "bfloat16"), i)
@@ -153,8 +157,8 @@ def reference_update(cfg: OptimConfig, w: dict, acc: dict, m: dict, v: dict, k: 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_update_is_the_written_rule(make_model_dir, backend, optimizer):
     """One update from given gradient sums and moments equals the rule computed in numpy, bit for
-    bit: each backend's update (multi-tensor on PyTorch, XLA-compiled on TensorFlow) does the
-    rule's float32 operations and no others (a fused multiply-add, as in PyTorch's fused Adam
+    bit: each backend's update (in place by pieces on PyTorch, one graph function on TensorFlow)
+    does the rule's float32 operations and no others (a fused multiply-add, as in PyTorch's fused Adam
     kernel, rounds differently; 20 steps then drift past the cross-framework bound)."""
     cfg = OptimConfig(optimizer=optimizer, weight_decay=0.1, grad_clip=0.0, learning_rate=3e-3)
     trainer = make_trainer(load_model(backend, make_model_dir("tiny"), device="cpu", trainable=True), cfg, False, False)

@@ -119,10 +119,10 @@ def benchmark(*, model="124M", model_dir=None, backends="tf,torch", hf=True, pre
     hf, json, device = as_bool(hf, "hf"), as_bool(json, "json"), cli.check_device(device) or "cpu"
     train_only = str(train).lower() == "only"
     train = train_only or as_bool(train, "train")
-    train_shapes = list(zip(int_list(train_batch, "train_batch"), int_list(train_context, "train_context")))
-    if len(train_shapes) != len(int_list(train_batch, "train_batch")) or \
-            len(train_shapes) != len(int_list(train_context, "train_context")):
+    train_batches, train_contexts = int_list(train_batch, "train_batch"), int_list(train_context, "train_context")
+    if len(train_batches) != len(train_contexts):
         raise UsageError("--train_batch and --train_context need as many values each (they pair up)")
+    train_shapes = list(zip(train_batches, train_contexts))
     (train_rounds,) = int_list(train_rounds, "train_rounds")
     columns = names + ([f"{b}-bf16" for b in names] if as_bool(bf16, "bf16") else [])  # bf16 columns
     xla_both = str(xla).lower() == "both"

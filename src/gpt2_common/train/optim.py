@@ -18,7 +18,7 @@ for the update number ``t`` (1, 2, ...). Epsilon is added *after* the bias corre
 backends do exactly these float32 operations, each correctly rounded (no fused multiply-adds,
 square roots correctly rounded), so one update from the same gradients gives the same bits in
 both (``tests/test_train.py`` checks it against numpy): the PyTorch backend in place over
-cache-sized pieces of the parameters, the TensorFlow backend in one graph function over all
+pieces of the parameters (no full-size temporaries), the TensorFlow backend in one graph function over all
 variables. (PyTorch's fused Adam kernel has the same rule but a fused multiply-add in ``m``;
 XLA fuses multiply-adds too: 20 steps then drift past the parity bound.) ``lr``, ``s``, ``r``
 and ``1 - lr * wd`` are computed in float64 (:func:`step_scalars`, :func:`adam_scalars`) and used
