@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from gpt2_common.hparams import load_hparams
-from gpt2_common.interface import GPT2Model, ModelError
+from gpt2_common.interface import DECODE_ROWS, GPT2Model, ModelError
 from gpt2_common.weights import load_weights
 
 from .model import GPT2, MLP, Conv1D, LayerCache, from_weights, new_cache
@@ -159,6 +159,7 @@ class TFGPT2(GPT2Model):
         self._full = tf.function(self._full_fn, input_signature=[tokens, tokens])
         self._prefill_fn = tf.function(self._prefill_step, input_signature=[tokens, tokens])
         self._decode_fn = tf.function(self._decode_step, input_signature=[tokens, past, tokens])
+        self._rows_fns: Dict[int, Callable] = {}  # batch-invariant steps, one trace per number of real rows
 
     def _full_fn(self, X, mask, hooks=None):
         return self.model(X, attention_mask=mask, hooks=hooks)["logits"]
@@ -196,6 +197,32 @@ class TFGPT2(GPT2Model):
             else:
                 logits, past = self._decode_step(tf.constant(tokens), past, tf.constant(mask), hooks)
         return logits.numpy(), past
+
+    def _rows_fn(self, B: int) -> Callable:
+        """The traced batch-invariant step for ``B`` real rows (each row's cache length is free)."""
+        if B not in self._rows_fns:
+            hp = self.hparams
+            kv = tf.TensorSpec([1, hp.n_head, None, hp.head_dim], DTYPES[self.dtype])
+            caches = [[(kv, kv)] * hp.n_layer] * B
+
+            def step(X, lengths, caches):
+                with self._xla_switch:  # the dense work on its fixed [DECODE_ROWS, 1, E] shape
+                    logits, new = self.model.decode_rows(X, caches, lengths)
+                return tf.cast(logits, tf.float32), new
+
+            self._rows_fns[B] = tf.function(step, input_signature=[
+                tf.TensorSpec([DECODE_ROWS, 1], tf.int32), tf.TensorSpec([DECODE_ROWS], tf.int32), caches])
+        return self._rows_fns[B]
+
+    def _decode_rows(self, tokens: np.ndarray, pasts: List[Cache]) -> Tuple[np.ndarray, List[Cache]]:
+        B = len(pasts)
+        X = np.zeros((DECODE_ROWS, 1), np.int32)
+        X[:B, 0] = tokens
+        lengths = np.zeros(DECODE_ROWS, np.int32)
+        lengths[:B] = [int(p[0][0].shape[-2]) for p in pasts]
+        with tf.device(self.device):
+            logits, new = self._rows_fn(B)(X, lengths, [list(p) for p in pasts])
+        return logits.numpy()[:B], [list(c) for c in new]
 
     # ---- named activations (gpt2_common.hooks) ----
     def _to_numpy(self, x: tf.Tensor) -> np.ndarray:

@@ -241,6 +241,39 @@ class GPT2(tf.Module):
         present = presents if past_length is not None else tf.stack(presents, axis=1)
         return {"logits": logits, "present": present}
 
+    def decode_rows(self, X: tf.Tensor, caches: List[List[LayerCache]], lengths: tf.Tensor) -> Tuple[tf.Tensor, List[List[LayerCache]]]:
+        """One batch-invariant decoding step (see ``gpt2_common.interface.DECODE_ROWS``): ``X`` int
+        ``[R, 1]``, one new token per row; the first ``len(caches)`` rows are real, each with its own
+        decoding cache (per layer ``(keys, values)`` ``[1, H, P_r, D]``), the rest padding;
+        ``lengths`` ``[R]`` the rows' positions. Returns the logits ``[R, V]`` and the real rows'
+        caches one position longer.
+
+        Every matrix product has the same ``R`` rows whatever the number of real rows (its kernel,
+        hence a row's summation order, depends on the row count), and each real row attends over
+        exactly its own cached positions, alone: a row's logits do not depend on the other rows."""
+        R, B = X.shape[0], len(caches)
+        E, H = self.hparams.n_embd, self.hparams.n_head
+        wte, wpe = self.wte.value(), self.wpe.value()
+        h = (tf.gather(wte, X[:, 0]) + tf.gather(wpe, lengths))[:, None]  # [R, 1, E]
+        new_caches: List[List[LayerCache]] = [[] for _ in range(B)]
+        for i, block in enumerate(self.h):
+            attn = block.attn
+            q, k, v = tf.split(attn.c_attn(block.ln_1(h)), 3, axis=2)  # 3 x [R, 1, E]
+            q, k, v = (tf.transpose(attn.split_heads(t), [0, 2, 1, 3]) for t in (q, k, v))  # [R, H, 1, D]
+            rows = []
+            for r in range(B):
+                kr = tf.concat([caches[r][i][0], k[r:r + 1]], axis=-2)  # [1, H, S_r, D]
+                vr = tf.concat([caches[r][i][1], v[r:r + 1]], axis=-2)
+                new_caches[r].append((kr, vr))
+                rows.append(attention(tf.cast(q[r:r + 1], tf.float32), tf.cast(kr, tf.float32),
+                                      tf.cast(vr, tf.float32), tf.zeros([], tf.float32)))
+            if R > B:
+                rows.append(tf.zeros([R - B, H, 1, E // H], tf.float32))
+            a = tf.reshape(tf.transpose(tf.cast(tf.concat(rows, 0), h.dtype), [0, 2, 1, 3]), [R, 1, E])
+            h = h + attn.c_proj(a)
+            h = h + block.mlp(block.ln_2(h))
+        return self.lm_head(self.ln_f(h), wte), new_caches  # [R, V]
+
     def lm_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
         wte^T copies the [V, E] matrix every call)."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from gpt2_common.hparams import load_hparams
-from gpt2_common.interface import GPT2Model, ModelError
+from gpt2_common.interface import DECODE_ROWS, GPT2Model, ModelError
 from gpt2_common.weights import load_weights
 
 from .model import GPT2, LayerCache, from_weights, new_cache
@@ -92,6 +92,23 @@ class TorchGPT2(GPT2Model):
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
                          last_only=True, past_length=P, hooks=hooks)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
+
+    @torch.inference_mode()
+    def _decode_rows(self, tokens: np.ndarray, pasts: List[Cache]) -> Tuple[np.ndarray, List[Cache]]:
+        B = len(pasts)
+        grown = []
+        for cache, P in pasts:  # each row's own cache, grown as _decode grows a batch's
+            C = cache[0][0].shape[-2]
+            if P + 1 > C:
+                new = new_cache(self.hparams, 1, min(self.hparams.n_ctx, C + CACHE_STEP), cache[0][0])
+                for (k, v), (gk, gv) in zip(cache, new):
+                    gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
+                cache = new
+            grown.append((cache, P))
+        X = np.zeros((DECODE_ROWS, 1), np.int64)
+        X[:B, 0] = tokens
+        logits = self.model.decode_rows(self._tensor(X), [c for c, _ in grown], [P for _, P in grown])
+        return logits[:B].float().cpu().numpy(), [(c, P + 1) for c, P in grown]
 
     # ---- named activations (gpt2_common.hooks) ----
     def _to_numpy(self, x: torch.Tensor) -> np.ndarray:
