@@ -64,6 +64,11 @@ class Server:
         self.closing = False
 
     # ---- text helpers ----
+    def encode(self, text: str) -> List[int]:
+        """Text -> token ids; ``<|endoftext|>`` in the text is the special token (as OpenAI's
+        completions and vLLM's /tokenize read it)."""
+        return self.encoder.encode(text, allow_endoftext=True)
+
     def token_text(self, t: int) -> str:
         return self.encoder.decode([t])
 
@@ -155,7 +160,7 @@ def create_app(model: Any, model_name: str, max_batch: int = 16, max_queue: int 
         text = body.get("prompt")
         if not isinstance(text, str):
             raise APIError(400, "prompt must be a string", param="prompt", code="invalid_type")
-        tokens = server.encoder.encode(text)
+        tokens = server.encode(text)
         return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": server.n_ctx})
 
     async def detokenize(request: Request) -> Response:
@@ -174,7 +179,7 @@ def create_app(model: Any, model_name: str, max_batch: int = 16, max_queue: int 
             raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
         body = await read_json(request)
         start = min(50256, server.n_vocab - 1)
-        req = parse_completion(body, server.encoder.encode, server.n_ctx, server.n_vocab, start, server.model_name)
+        req = parse_completion(body, server.encode, server.n_ctx, server.n_vocab, start, server.model_name)
         seed = req.seed if req.seed is not None else secrets.randbelow(2**63)
         loop = asyncio.get_running_loop()
         events: "asyncio.Queue[Tuple[int, Any]]" = asyncio.Queue()

@@ -104,7 +104,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def top_logprobs(lp: np.ndarray, n: int) -> List[Tuple[int, float]]:
     """The ``n`` most likely tokens of log-probabilities ``lp [V]``, best first (ties: lower id)."""
-    idx = np.argsort(-lp, kind="stable")[:n]
+    n = min(n, lp.shape[-1])
+    part = np.argpartition(-lp, n - 1)[:n]
+    idx = sorted(part.tolist(), key=lambda i: (-lp[i], i))
     return [(int(i), float(lp[i])) for i in idx]
 
 
