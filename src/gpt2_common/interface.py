@@ -35,7 +35,13 @@ DECODE_ROWS = 16
 of a step always have this many rows, real or padding, because a CPU GEMM's summation order (MKL's,
 oneDNN's, XLA's) changes with the row count: 1 row against 4, and for the LM head's 50,257 outputs
 also between 4 and 16 rows in MKL's default mode. With a fixed count a row's logits are the same
-bits whatever else is in the batch. More rows than this run as several steps of this many."""
+bits whatever else is in the batch. More rows than this run as several steps of this many.
+
+A backend may use fewer rows where it has checked, on the machine, that its products give each row
+the same bits for every row count from :data:`MIN_DECODE_ROWS` to this (PyTorch on the CPU, fp32:
+see ``TorchGPT2._step_rows``); one prompt then costs a 4-row step rather than a 16-row one."""
+MIN_DECODE_ROWS = 4
+"""The fewest rows of a batch-invariant step (1 row sums in another order than 4 in MKL and oneDNN)."""
 StepFn = Callable[..., Tuple[np.ndarray, Any]]
 
 
