@@ -275,10 +275,27 @@ def test_api_key_queue_full_metrics_health(models):
         assert re.search(r'gpt2_requests_total\{path="/v1/completions",status="401"\} 2\.0', text)
 
 
-def test_client_leaving_a_stream_frees_its_row(live, models):
+class SlowModel:
+    """The model with each decoding step 20 ms longer (so a stream is surely still running)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def decode_rows(self, tokens, caches):
+        time.sleep(0.02)
+        return self._model.decode_rows(tokens, caches)
+
+
+def test_client_leaving_a_stream_frees_its_row(live, models, monkeypatch):
     httpx = need("httpx")
     s = live["torch"]
     sched = s.app.state.server.scheduler
+    monkeypatch.setattr(sched, "model", SlowModel(sched.model))
+    cancelled = sched.metrics.finished.labels("cancelled")
+    before = cancelled._value.get()
     with httpx.Client(timeout=60) as client:
         with client.stream("POST", s.url + "/v1/completions",
                            json={"prompt": [1], "max_tokens": 63, "stream": True, "seed": 1}) as r:
@@ -286,9 +303,10 @@ def test_client_leaving_a_stream_frees_its_row(live, models):
             assert next(lines).startswith("data: ")
             assert sched.running == 1
     deadline = time.monotonic() + 30
-    while sched.running and time.monotonic() < deadline:
+    while sched.running and time.monotonic() < deadline:  # 63 tokens would take > 1.2 s
         time.sleep(0.01)
     assert sched.running == 0 and sched.queued == 0
+    assert cancelled._value.get() == before + 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ class Metrics:
         self.requests = Counter("gpt2_requests", "HTTP requests answered, by path and status", ["path", "status"], registry=r)
         self.prompt_tokens = Counter("gpt2_prompt_tokens", "Prompt tokens received (all choices)", registry=r)
         self.completion_tokens = Counter("gpt2_completion_tokens", "Tokens generated", registry=r)
+        self.finished = Counter("gpt2_finished", "Choices ended, by reason (length, stop, cancelled, error)",
+                                ["reason"], registry=r)
         self.queue = Gauge("gpt2_queue_length", "Jobs waiting for a row", registry=r)
         self.rows = Gauge("gpt2_running_rows", "Rows in the last decoding step", registry=r)
         self.batch = Histogram("gpt2_batch_size", "Rows per decoding step", registry=r,
@@ -37,6 +39,10 @@ class Metrics:
         self.rows.set(rows)
         self.batch.observe(rows)
         self.step.observe(seconds)
+
+    def observe_done(self, reason: str) -> None:
+        """A choice ended for ``reason``."""
+        self.finished.labels(reason).inc()
 
     def render(self) -> Tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -204,30 +204,36 @@ class Scheduler:
             if self._rows:
                 self._step()
 
+    def _done(self, job: Job, done: Done) -> None:
+        """Send ``job`` its last event (and count it)."""
+        if self.metrics is not None:
+            self.metrics.observe_done(done.reason)
+        job.on_event(done)
+
     def _guard(self, job: Job, fn: Callable, *args: Any) -> Any:
         """Run ``fn``; a failure ends ``job`` with an error instead of the worker."""
         try:
             return fn(*args)
         except Exception as e:  # a bug or a model error: this job fails, the server goes on
             self._rows = [r for r in self._rows if r.job is not job]
-            job.on_event(Done("error", f"{type(e).__name__}: {e}"))
+            self._done(job, Done("error", f"{type(e).__name__}: {e}"))
             return None
 
     def _finish_if_cancelled(self, row: _Row) -> bool:
         if row.job.cancelled.is_set():
-            row.job.on_event(Done("cancelled"))
+            self._done(row.job, Done("cancelled"))
             return True
         return False
 
     def _admit(self, job: Job) -> None:
         """Prefill ``job``'s prompt alone and add its row (or finish it at once)."""
         if job.cancelled.is_set():
-            job.on_event(Done("cancelled"))
+            self._done(job, Done("cancelled"))
             return
         if job.score_prompt:
             job.on_event(self._prompt_scores(job))
         if job.max_tokens == 0:
-            job.on_event(Done("length"))
+            self._done(job, Done("length"))
             return
         logits, cache = self.model.prefill_row(job.prompt)
         row = _Row(job, cache, job_sampler(job))
@@ -254,7 +260,7 @@ class Scheduler:
         except Exception as e:  # every row of the step fails; the worker goes on
             self._rows = []
             for r in rows:
-                r.job.on_event(Done("error", f"{type(e).__name__}: {e}"))
+                self._done(r.job, Done("error", f"{type(e).__name__}: {e}"))
             return
         if self.metrics is not None:
             self.metrics.observe_step(len(rows), time.perf_counter() - t0)
@@ -271,7 +277,7 @@ class Scheduler:
         job = row.job
         token = int(row.sampler(logits[None])[0])
         if job.stop_at_endoftext and token == self.eot:
-            job.on_event(Done("stop"))
+            self._done(job, Done("stop"))
             return True
         lp = log_softmax(logits)
         job.on_event(Token(token, float(lp[token]), top_logprobs(lp, job.logprobs) if job.logprobs else None))
@@ -279,9 +285,9 @@ class Scheduler:
         if job.stop and self._decode_text is not None:
             text = self._decode_text(row.tokens)
             if any(s in text for s in job.stop):
-                job.on_event(Done("stop"))
+                self._done(job, Done("stop"))
                 return True
         if len(row.tokens) >= job.max_tokens or row.length + 1 > self.n_ctx:
-            job.on_event(Done("length"))
+            self._done(job, Done("length"))
             return True
         return False
