@@ -258,7 +258,7 @@ class GPT2(tf.Module):
         new_caches: List[List[LayerCache]] = [[] for _ in range(B)]
         for i, block in enumerate(self.h):
             attn = block.attn
-            q, k, v = tf.split(attn.c_attn(block.ln_1(h)), 3, axis=2)  # 3 x [R, 1, E]
+            q, k, v = tf.split(attn.c_attn(_rows_norm(block.ln_1, h)), 3, axis=2)  # 3 x [R, 1, E]
             q, k, v = (tf.transpose(attn.split_heads(t), [0, 2, 1, 3]) for t in (q, k, v))  # [R, H, 1, D]
             rows = []
             for r in range(B):
@@ -271,13 +271,36 @@ class GPT2(tf.Module):
                 rows.append(tf.zeros([R - B, H, 1, E // H], tf.float32))
             a = tf.reshape(tf.transpose(tf.cast(tf.concat(rows, 0), h.dtype), [0, 2, 1, 3]), [R, 1, E])
             h = h + attn.c_proj(a)
-            h = h + block.mlp(block.ln_2(h))
-        return self.lm_head(self.ln_f(h), wte), new_caches  # [R, V]
+            h = h + block.mlp(_rows_norm(block.ln_2, h))
+        return self.rows_head(tf.reshape(_rows_norm(self.ln_f, h), [R, E]), wte), new_caches  # [R, V]
+
+    def rows_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
+        """The LM head of a batch-invariant step: :func:`decode_head`."""
+        return decode_head(h, wte)
 
     def lm_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
         wte^T copies the [V, E] matrix every call)."""
         return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), wte, transpose_b=True)
+
+
+ROWS_NORM = 16  # = gpt2_common.interface.DECODE_ROWS (not imported: model files stand alone)
+
+
+def _rows_norm(ln: "LayerNorm", h: tf.Tensor) -> tf.Tensor:
+    """``ln(h)`` for ``h [R, 1, E]``, R <= 16, computed on 16 rows (zero rows added, then dropped):
+    TensorFlow's reductions sum a row in another order for 4 rows than for 16."""
+    R = h.shape[0]
+    if R >= ROWS_NORM:
+        return ln(h)
+    return ln(tf.concat([h, tf.zeros([ROWS_NORM - R] + h.shape[1:], h.dtype)], 0))[:R]
+
+
+def decode_head(h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
+    """The LM head of a batch-invariant step, ``h [R, E] -> [R, V]``, as ``(wte @ h^T)^T``: the rows
+    are the product's columns (as in the PyTorch backend, where that keeps a row's sums the same
+    for any R)."""
+    return tf.transpose(tf.matmul(wte, h, transpose_b=True))
 
 
 def new_cache(hp: HParams, B: int, capacity: int, like: tf.Tensor) -> List[LayerCache]:
