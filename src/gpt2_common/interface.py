@@ -347,6 +347,9 @@ class GPT2Model(abc.ABC):
         ``n_ctx`` is an error unless ``sliding_window``. ``hooks`` (as :meth:`run_with_hooks`) run in
         the prompt's forward and in every decoding step (there an activation covers the step's one
         position per row: ``T = 1``), e.g. a steering vector added to the residual stream.
+
+        One prompt (and no hooks) decodes through :meth:`decode_rows`, the batch-invariant step
+        ``gpt2_serve`` runs: the server's tokens for the same prompt, seed and settings are these.
         """
         contexts = self._contexts(context, batch_size)
         validate_args(length, temperature, top_k, top_p, len(contexts), top_p_mode)

@@ -127,6 +127,38 @@ def load_test(url: str, clients: int = 32, requests: int = 64, max_tokens: int =
             "speedup": c["tokens_per_s"] / s["tokens_per_s"] if s["tokens_per_s"] and c["tokens_per_s"] else None}
 
 
+def decode_cost(model_dir: str, backend: str = "torch", steps: int = 20, rounds: int = 3) -> Dict[str, float]:
+    """What batch invariance costs a decoding step, in-process (seconds, best of ``rounds``): one
+    prompt's plain step (``_decode``, what ``generate`` of one prompt ran before) against its
+    batch-invariant step (``decode_rows``, what it runs now and the server runs), and a
+    batch-invariant step of 16 rows. A 32-token prompt; ``steps`` steps per round."""
+    from ..interface import load_model
+
+    m = load_model(backend, model_dir, device="cpu")
+    prompt = list(range(100, 132))
+
+    def plain(n: int) -> float:
+        x = np.asarray([prompt], np.int32)
+        _, past = m._prefill(x, np.ones_like(x))
+        t = time.perf_counter()
+        for i in range(n):
+            _, past = m._decode(np.array([[5]], np.int32), past, np.ones((1, len(prompt) + 1 + i), np.int32))
+        return (time.perf_counter() - t) / n
+
+    def rows(n: int, B: int) -> float:
+        caches = [m.prefill_row(prompt)[1] for _ in range(B)]
+        t = time.perf_counter()
+        for _ in range(n):
+            _, caches = m.decode_rows([5] * B, caches)
+        return (time.perf_counter() - t) / n
+
+    plain(2), rows(2, 1), rows(2, 16)  # traces, checks, warm-up
+    p = min(plain(steps) for _ in range(rounds))
+    r1 = min(rows(steps, 1) for _ in range(rounds))
+    r16 = min(rows(max(2, steps // 4), 16) for _ in range(rounds))
+    return {"plain_1": p, "invariant_1": r1, "invariant_16": r16, "slowdown_1": r1 / p}
+
+
 def start_server(model_dir: str, backend: str = "torch", max_batch: int = 16, max_queue: int = 256,
                  extra: Tuple[str, ...] = (), timeout: float = 180.0,
                  env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, str]:
@@ -155,7 +187,7 @@ def start_server(model_dir: str, backend: str = "torch", max_batch: int = 16, ma
 
 
 def main(*, url=None, model_dir=None, backend='torch', clients=32, requests=64, max_tokens=32, max_batch=16,
-         api_key=None, json_out=False):
+         api_key=None, json_out=False, decode_cost_only=False):
     """Load-test a server (see the module docstring) and print the table.
 
     Args:
@@ -168,8 +200,21 @@ def main(*, url=None, model_dir=None, backend='torch', clients=32, requests=64, 
         max_batch: The started server's --max_batch (default 16).
         api_key: The server's API key, if it has one.
         json_out: Print the figures as JSON instead of the table.
+        decode_cost_only: Instead, time one prompt's plain and batch-invariant decoding steps (and
+            a 16-row step) in this process, on --model_dir with --backend.
     """
     from .. import cli
+
+    if decode_cost_only:
+        if model_dir is None:
+            raise cli.UsageError("--decode_cost_only needs --model_dir")
+        c = decode_cost(model_dir, backend)
+        load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+        print(f"{backend}: one prompt, plain step {c['plain_1'] * 1000:.1f} ms, batch-invariant step "
+              f"{c['invariant_1'] * 1000:.1f} ms ({c['slowdown_1']:.2f}x); batch-invariant step of 16 rows "
+              f"{c['invariant_16'] * 1000:.1f} ms ({c['invariant_16'] / 16 * 1000:.1f} ms a row); "
+              f"load average {' '.join(load)}")
+        return
 
     if (url is None) == (model_dir is None):
         raise cli.UsageError("give --url or --model_dir")
