@@ -80,7 +80,8 @@ def lines(text):
 def test_every_console_script_is_covered():
     assert set(SCRIPTS) == {"download_model", "download_dataset", "interactive_conditional_samples",
                             "generate_unconditional_samples", "gpt2_benchmark", "gpt2_score", "gpt2_detect",
-                            "gpt2_convert", "gpt2_eval", "gpt2_encode", "gpt2_train", "gpt2_inspect"}
+                            "gpt2_convert", "gpt2_eval", "gpt2_encode", "gpt2_train", "gpt2_inspect",
+                            "gpt2_serve"}
 
 
 def test_misspelled_flag_or_extra_argument_stops_every_command_before_it_writes(tmp_path, make_model_dir):
@@ -107,6 +108,7 @@ def test_misspelled_flag_or_extra_argument_stops_every_command_before_it_writes(
         "gpt2_train": (["--dataset", text, "--model_dir", model, "--steps", 1], "--learning_rat", "--learning_rate"),
         "gpt2_inspect": (["hello", "--model_dir", model, "--html", "page.html"], "--repeat_lenght",
                          "--repeat_length"),
+        "gpt2_serve": (["--model_dir", model, "--port", 0], "--max_batc", "--max_batch"),
     }
     assert set(typo) == set(SCRIPTS)
     cases = [(name, [*argv, bad, "1"]) for name, (argv, bad, _) in typo.items()]
@@ -116,7 +118,7 @@ def test_misspelled_flag_or_extra_argument_stops_every_command_before_it_writes(
              "gpt2_train": [text, "extra"], "gpt2_detect": ["extra"], "gpt2_eval": ["perplexity", text, "extra"],
              "gpt2_benchmark": ["extra"], "download_dataset": ["webtext", "valid", "extra"],
              "generate_unconditional_samples": ["124M", "extra"], "interactive_conditional_samples": ["124M", "extra"],
-             "gpt2_inspect": ["hello", "extra"]}
+             "gpt2_inspect": ["hello", "extra"], "gpt2_serve": ["extra"]}
     cases += list(extra.items())
     results = run_cases(cases, cwd, stdin="hello\n")
     for (name, argv), r in zip(cases, results):

@@ -29,6 +29,19 @@ from .registry import backend_class
 from .sampling import Sampler, SamplingError, Seed, validate_args
 
 Context = Union[None, Sequence[int], Sequence[Sequence[int]], np.ndarray]
+
+DECODE_ROWS = 16
+"""Rows of every batch-invariant decoding step (:meth:`GPT2Model.decode_rows`): the matrix products
+of a step always have this many rows, real or padding, because a CPU GEMM's summation order (MKL's,
+oneDNN's, XLA's) changes with the row count: 1 row against 4, and for the LM head's 50,257 outputs
+also between 4 and 16 rows in MKL's default mode. With a fixed count a row's logits are the same
+bits whatever else is in the batch. More rows than this run as several steps of this many.
+
+A backend may use fewer rows where it has checked, on the machine, that its products give each row
+the same bits for every row count from :data:`MIN_DECODE_ROWS` to this (PyTorch on the CPU, fp32:
+see ``TorchGPT2._step_rows``); one prompt then costs a 4-row step rather than a 16-row one."""
+MIN_DECODE_ROWS = 4
+"""The fewest rows of a batch-invariant step (1 row sums in another order than 4 in MKL and oneDNN)."""
 StepFn = Callable[..., Tuple[np.ndarray, Any]]
 
 
@@ -143,6 +156,12 @@ class GPT2Model(abc.ABC):
     def _decode(self, tokens: np.ndarray, past: Any, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Any]: ...
 
     @abc.abstractmethod
+    def _decode_rows(self, tokens: np.ndarray, pasts: List[Any]) -> Tuple[np.ndarray, List[Any]]:
+        """The backend's batch-invariant step: ``tokens`` ``[B]`` (``B <= DECODE_ROWS``), ``pasts``
+        the rows' own caches (from :meth:`_prefill` of one row, or this method) -> ``(logits [B, V],
+        new caches)``. See :meth:`decode_rows`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement decode_rows")
+
     def _to_numpy(self, x: Any) -> np.ndarray:
         """A framework tensor as a float32 numpy array."""
 
@@ -170,6 +189,44 @@ class GPT2Model(abc.ABC):
 
         ``attention_mask`` ``[B, T]`` marks real tokens (1) and left padding (0)."""
         return self._logits(*self._forward_input(tokens, attention_mask))
+
+    # ---- batch-invariant decoding (the generate path of one prompt, and gpt2_common.serve) ----
+    def prefill_row(self, tokens: Sequence[int]) -> Tuple[np.ndarray, Any]:
+        """Encode one prompt (a non-empty token list, at most ``n_ctx`` tokens): ``(logits [V]
+        float32 of its last position, cache)``, the cache to pass to :meth:`decode_rows`."""
+        arr = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        if arr.shape[1] == 0 or arr.shape[1] > self.hparams.n_ctx:
+            raise ModelError(f"a prompt must have 1 to {self.hparams.n_ctx} tokens, got {arr.shape[1]}")
+        self.check_tokens(arr, "prompt")
+        logits, past = self._prefill(arr.astype(np.int32), np.ones(arr.shape, np.int32))
+        return logits[0], past
+
+    def decode_rows(self, tokens: Sequence[int], caches: Sequence[Any]) -> Tuple[np.ndarray, List[Any]]:
+        """One decoding step for rows that each have their own cache (of any length): row ``r``
+        feeds ``tokens[r]`` after the positions in ``caches[r]``. Returns ``(logits [B, V] float32,
+        new caches)``; a cache passed in must not be used again (it may be updated in place).
+
+        Batch-invariant: row ``r``'s logits are bit-identical whichever other rows share the step
+        (the matrix products always have :data:`DECODE_ROWS` rows, each row attends over its own
+        keys alone), and :meth:`generate` of one prompt decodes through this same step. A cache's
+        length plus one must not pass ``n_ctx``."""
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if len(tokens) != len(caches):
+            raise ModelError(f"{len(tokens)} tokens for {len(caches)} caches")
+        self.check_tokens(tokens)
+        logits, out = [], []
+        for a in range(0, len(tokens), DECODE_ROWS):
+            lg, new = self._decode_rows(tokens[a:a + DECODE_ROWS], list(caches[a:a + DECODE_ROWS]))
+            logits.append(lg)
+            out.extend(new)
+        if not logits:
+            return np.zeros((0, self.hparams.n_vocab), np.float32), []
+        return np.concatenate(logits), out
+
+    def _one_row_decode(self, tokens: np.ndarray, past: Any, mask: np.ndarray) -> Tuple[np.ndarray, Any]:
+        """:func:`decode_loop`'s ``decode`` for one unpadded row, through :meth:`_decode_rows`."""
+        logits, (past,) = self._decode_rows(tokens[:, -1].astype(np.int64), [past])
+        return logits, past
 
     # ---- inside the model: named activations (gpt2_common.hooks) ----
     def _model_hooks(self, hooks: Optional[Dict[str, Union[NumpyHook, Sequence[NumpyHook]]]]):
@@ -290,6 +347,9 @@ class GPT2Model(abc.ABC):
         ``n_ctx`` is an error unless ``sliding_window``. ``hooks`` (as :meth:`run_with_hooks`) run in
         the prompt's forward and in every decoding step (there an activation covers the step's one
         position per row: ``T = 1``), e.g. a steering vector added to the residual stream.
+
+        One prompt (and no hooks) decodes through :meth:`decode_rows`, the batch-invariant step
+        ``gpt2_serve`` runs: the server's tokens for the same prompt, seed and settings are these.
         """
         contexts = self._contexts(context, batch_size)
         validate_args(length, temperature, top_k, top_p, len(contexts), top_p_mode)
@@ -308,6 +368,8 @@ class GPT2Model(abc.ABC):
             stop = self.hparams.n_vocab - 1
         model_hooks = self._model_hooks(hooks)
         prefill, decode = self._prefill, self._decode
+        if model_hooks is None and len(contexts) == 1:  # one prompt: the server's batch-invariant step
+            decode = self._one_row_decode
         if model_hooks is not None:
             prefill = functools.partial(self._prefill, hooks=model_hooks)
             decode = functools.partial(self._decode, hooks=model_hooks)

@@ -262,10 +262,66 @@ class GPT2(tf.Module):
         present = presents if past_length is not None else tf.stack(presents, axis=1)
         return {"logits": logits, "present": present}
 
+    def decode_rows(self, X: tf.Tensor, caches: List[List[LayerCache]], lengths: tf.Tensor) -> Tuple[tf.Tensor, List[List[LayerCache]]]:
+        """One batch-invariant decoding step (see ``gpt2_common.interface.DECODE_ROWS``): ``X`` int
+        ``[R, 1]``, one new token per row; the first ``len(caches)`` rows are real, each with its own
+        decoding cache (per layer ``(keys, values)`` ``[1, H, P_r, D]``), the rest padding;
+        ``lengths`` ``[R]`` the rows' positions. Returns the logits ``[R, V]`` and the real rows'
+        caches one position longer.
+
+        Every matrix product has the same ``R`` rows whatever the number of real rows (its kernel,
+        hence a row's summation order, depends on the row count), and each real row attends over
+        exactly its own cached positions, alone: a row's logits do not depend on the other rows."""
+        R, B = X.shape[0], len(caches)
+        E, H = self.hparams.n_embd, self.hparams.n_head
+        wte, wpe = self.wte.value(), self.wpe.value()
+        h = (tf.gather(wte, X[:, 0]) + tf.gather(wpe, lengths))[:, None]  # [R, 1, E]
+        new_caches: List[List[LayerCache]] = [[] for _ in range(B)]
+        for i, block in enumerate(self.h):
+            attn = block.attn
+            q, k, v = tf.split(attn.c_attn(_rows_norm(block.ln_1, h)), 3, axis=2)  # 3 x [R, 1, E]
+            q, k, v = (tf.transpose(attn.split_heads(t), [0, 2, 1, 3]) for t in (q, k, v))  # [R, H, 1, D]
+            rows = []
+            for r in range(B):
+                kr = tf.concat([caches[r][i][0], k[r:r + 1]], axis=-2)  # [1, H, S_r, D]
+                vr = tf.concat([caches[r][i][1], v[r:r + 1]], axis=-2)
+                new_caches[r].append((kr, vr))
+                rows.append(attention(tf.cast(q[r:r + 1], tf.float32), tf.cast(kr, tf.float32),
+                                      tf.cast(vr, tf.float32), tf.zeros([], tf.float32)))
+            if R > B:
+                rows.append(tf.zeros([R - B, H, 1, E // H], tf.float32))
+            a = tf.reshape(tf.transpose(tf.cast(tf.concat(rows, 0), h.dtype), [0, 2, 1, 3]), [R, 1, E])
+            h = h + attn.c_proj(a)
+            h = h + block.mlp(_rows_norm(block.ln_2, h))
+        return self.rows_head(tf.reshape(_rows_norm(self.ln_f, h), [R, E]), wte), new_caches  # [R, V]
+
+    def rows_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
+        """The LM head of a batch-invariant step: :func:`decode_head`."""
+        return decode_head(h, wte)
+
     def lm_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
         wte^T copies the [V, E] matrix every call)."""
         return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), tf.cast(wte, h.dtype), transpose_b=True)
+
+
+ROWS_NORM = 16  # = gpt2_common.interface.DECODE_ROWS (not imported: model files stand alone)
+
+
+def _rows_norm(ln: "LayerNorm", h: tf.Tensor) -> tf.Tensor:
+    """``ln(h)`` for ``h [R, 1, E]``, R <= 16, computed on 16 rows (zero rows added, then dropped):
+    TensorFlow's reductions sum a row in another order for 4 rows than for 16."""
+    R = h.shape[0]
+    if R >= ROWS_NORM:
+        return ln(h)
+    return ln(tf.concat([h, tf.zeros([ROWS_NORM - R] + h.shape[1:], h.dtype)], 0))[:R]
+
+
+def decode_head(h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
+    """The LM head of a batch-invariant step, ``h [R, E] -> [R, V]``, as ``(wte @ h^T)^T``: the rows
+    are the product's columns (as in the PyTorch backend, where that keeps a row's sums the same
+    for any R)."""
+    return tf.transpose(tf.matmul(wte, h, transpose_b=True))
 
 
 def new_cache(hp: HParams, B: int, capacity: int, like: tf.Tensor) -> List[LayerCache]:

@@ -7,16 +7,17 @@ Mirrors ``gpt2_tf/backend.py``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from gpt2_common.hparams import load_hparams
-from gpt2_common.interface import GPT2Model, ModelError
+from gpt2_common.interface import DECODE_ROWS, MIN_DECODE_ROWS, GPT2Model, ModelError
 from gpt2_common.weights import load_weights
 
-from .model import GPT2, LayerCache, from_weights, new_cache
+from .model import GPT2, LayerCache, decode_head, from_weights, matmul, new_cache
 
 # The decoding cache (see model.py): per layer (keys, values) [B, H, C, D] with their first P
 # positions filled, and P; grown CACHE_STEP positions at a time, written in place by each step.
@@ -59,6 +60,7 @@ class TorchGPT2(GPT2Model):
         self.model: GPT2 = from_weights(hp, load_weights(model_dir, hp), dev, DTYPES[dtype], consume=True,
                                        trainable=trainable)
         self._dev = dev
+        self._free_rows: Optional[bool] = None  # see _step_rows
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self._dev)
@@ -92,6 +94,54 @@ class TorchGPT2(GPT2Model):
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
                          last_only=True, past_length=P, hooks=hooks)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
+
+    def _step_rows(self, B: int) -> int:
+        """Rows of a batch-invariant step with ``B`` real rows: ``DECODE_ROWS`` always, unless this
+        machine's GEMMs were checked to give every row the same bits for any row count from
+        ``MIN_DECODE_ROWS`` to ``DECODE_ROWS`` (then ``max(B, MIN_DECODE_ROWS)``: one prompt costs a
+        ``MIN_DECODE_ROWS``-row step, not a ``DECODE_ROWS``-row one)."""
+        if self._free_rows is None:
+            self._free_rows = self._rows_do_not_change_sums()
+        return max(B, MIN_DECODE_ROWS) if self._free_rows else DECODE_ROWS
+
+    @torch.inference_mode()
+    def _rows_do_not_change_sums(self) -> bool:
+        """Whether every decode product (each distinct weight shape, and the LM head) gives each row
+        the same bits with ``MIN_DECODE_ROWS`` .. ``DECODE_ROWS`` rows and at any row position."""
+        if self._dev.type != "cpu" or self.model.wte.dtype != torch.float32:
+            return False
+        block = self.model.h[0]
+        products = [functools.partial(matmul, w=c.w) for c in (block.attn.c_attn, block.attn.c_proj,
+                                                                  block.mlp.c_fc, block.mlp.c_proj)]
+        products.append(functools.partial(decode_head, wte=self.model.wte))
+        gen = torch.Generator().manual_seed(0)
+        for f in products:
+            K = f.keywords["w"].shape[0] if "w" in f.keywords else self.hparams.n_embd
+            X = torch.randn(DECODE_ROWS, K, generator=gen).to(self.model.wte.dtype)
+            full = f(X)
+            for n in range(MIN_DECODE_ROWS, DECODE_ROWS):
+                if not torch.equal(f(X[:n]), full[:n]):
+                    return False
+            if not torch.equal(f(X.roll(3, 0)), full.roll(3, 0)):
+                return False
+        return True
+
+    @torch.inference_mode()
+    def _decode_rows(self, tokens: np.ndarray, pasts: List[Cache]) -> Tuple[np.ndarray, List[Cache]]:
+        B = len(pasts)
+        grown = []
+        for cache, P in pasts:  # each row's own cache, grown as _decode grows a batch's
+            C = cache[0][0].shape[-2]
+            if P + 1 > C:
+                new = new_cache(self.hparams, 1, min(self.hparams.n_ctx, C + CACHE_STEP), cache[0][0])
+                for (k, v), (gk, gv) in zip(cache, new):
+                    gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
+                cache = new
+            grown.append((cache, P))
+        X = np.zeros((self._step_rows(B), 1), np.int64)
+        X[:B, 0] = tokens
+        logits = self.model.decode_rows(self._tensor(X), [c for c, _ in grown], [P for _, P in grown])
+        return logits[:B].float().cpu().numpy(), [(c, P + 1) for c, P in grown]
 
     # ---- named activations (gpt2_common.hooks) ----
     def _to_numpy(self, x: torch.Tensor) -> np.ndarray:
