@@ -423,6 +423,7 @@ SCRIPT_ERRORS = {  # a flag error each script reports before loading anything
     "encode": (["in.txt", "out.bin", "--val_fraction", "2"], "error: val_fraction must be a number in [0, 1], got 2"),
     "train": (["--dataset", "x.bin", "--learning_rate", "0"], "error: learning_rate must be a number > 0, got 0"),
     "inspect_model": (["hi", "--top_k", "0"], "error: top_k must be an integer >= 1, got 0"),
+    "serve": (["--port", "70000"], "error: --port must be at most 65535, got 70000"),
 }
 
 

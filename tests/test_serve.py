@@ -77,7 +77,7 @@ def test_a_request_is_bit_identical_alone_batched_and_to_generate(models, backen
               for k in range(15)]
     alone = run_jobs(m, [target])[0]
     assert len(alone[0]) == 12 and alone[3] == "length"
-    new = m.generate(target[0], 12, seed=1234, **SAMPLING)[0].tolist()
+    new = m.generate(target[0], 12, seed=1234, **SAMPLING, batch_invariant=True)[0].tolist()
     assert alone[0] == new
     for k in (1, 3, 15):
         batch = others[:k // 2] + [target] + others[k // 2:k]
@@ -111,7 +111,7 @@ def test_choices_draw_as_generate_rows_and_prompt_scores_match_the_scorer(models
     assert scores.logprobs == [float(x) for x in ref.logprobs]
     assert [t for t, _ in scores.top[0]] == ref.top_tokens[0].tolist()
     toks = [[e.token for e in events[i] if isinstance(e, Token)] for i in (0, 1)]
-    assert toks[0] == m.generate(prompt, 6, seed=7, **SAMPLING)[0].tolist()
+    assert toks[0] == m.generate(prompt, 6, seed=7, **SAMPLING, batch_invariant=True)[0].tolist()
     assert toks[1] == run_jobs_row(m, prompt, 6, 7, 1) != toks[0]
 
 
@@ -179,7 +179,7 @@ def test_openai_client_streamed_and_not_equal_generate(live, models, backend):
     full = client.completions.create(**args)
     ch = full.choices[0]
     ids = ch.model_extra["token_ids"]
-    assert ids == m.generate(m.encoder.encode(prompt), 10, seed=99, **SAMPLING)[0].tolist()[:len(ids)]
+    assert ids == m.generate(m.encoder.encode(prompt), 10, seed=99, **SAMPLING, batch_invariant=True)[0].tolist()[:len(ids)]
     assert ch.text == m.encoder.decode(ids) and full.usage.completion_tokens == len(ids)
     assert len(ch.logprobs.token_logprobs) == len(ids) and all(len(t) == 2 for t in ch.logprobs.top_logprobs)
     text, lps, tids, finish = "", [], [], None
@@ -395,3 +395,14 @@ def test_lm_eval_local_completions_equals_gpt2_eval(live, models, tmp_path):
     ref = perplexity(models["torch"], passages, progress=False)
     assert got["word_perplexity,none"] == pytest.approx(ref["word_perplexity"], rel=1e-6)
     assert got["bits_per_byte,none"] == pytest.approx(ref["bits_per_byte"], rel=1e-6)
+
+
+def test_generate_batch_invariant_takes_one_prompt_without_hooks(models):
+    """The invariant step is per prompt: several prompts, or hooks, are refused with one message."""
+    from gpt2_common.interface import ModelError
+
+    m = models["torch"]
+    with pytest.raises(ModelError, match="one prompt and no hooks"):
+        m.generate([[1, 2], [3]], 2, batch_invariant=True)
+    with pytest.raises(ModelError, match="one prompt and no hooks"):
+        m.generate([1, 2], 2, batch_invariant=True, hooks={"blocks.0.hook_resid_pre": lambda x: x})

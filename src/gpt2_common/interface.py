@@ -39,7 +39,8 @@ bits whatever else is in the batch. More rows than this run as several steps of 
 
 A backend may use fewer rows where it has checked, on the machine, that its products give each row
 the same bits for every row count from :data:`MIN_DECODE_ROWS` to this (PyTorch on the CPU, fp32:
-see ``TorchGPT2._step_rows``); one prompt then costs a 4-row step rather than a 16-row one."""
+see ``TorchGPT2._step_rows``); one prompt then costs a 4-row step rather than a 16-row one.
+TensorFlow's steps always have this many rows (its LayerNorm reductions, too, depend on the count)."""
 MIN_DECODE_ROWS = 4
 """The fewest rows of a batch-invariant step (1 row sums in another order than 4 in MKL and oneDNN)."""
 StepFn = Callable[..., Tuple[np.ndarray, Any]]
@@ -208,8 +209,8 @@ class GPT2Model(abc.ABC):
 
         Batch-invariant: row ``r``'s logits are bit-identical whichever other rows share the step
         (the matrix products always have :data:`DECODE_ROWS` rows, each row attends over its own
-        keys alone), and :meth:`generate` of one prompt decodes through this same step. A cache's
-        length plus one must not pass ``n_ctx``."""
+        keys alone), and :meth:`generate` of one prompt with ``batch_invariant`` decodes through
+        it. A cache's length plus one must not pass ``n_ctx``."""
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if len(tokens) != len(caches):
             raise ModelError(f"{len(tokens)} tokens for {len(caches)} caches")
@@ -336,7 +337,8 @@ class GPT2Model(abc.ABC):
                  top_p: float = 1.0, seed: Seed = None, batch_size: int = 1,
                  top_p_mode: str = "original", stop_at_endoftext: bool = False,
                  sliding_window: bool = False, callback: Optional[Callable[[int, np.ndarray], Any]] = None,
-                 hooks: Optional[Dict[str, Union[NumpyHook, Sequence[NumpyHook]]]] = None) -> np.ndarray:
+                 hooks: Optional[Dict[str, Union[NumpyHook, Sequence[NumpyHook]]]] = None,
+                 batch_invariant: bool = False) -> np.ndarray:
         """Sample ``length`` new tokens; returns ``np.int64 [B, n]`` (``n < length`` only when every
         row stopped at ``<|endoftext|>``).
 
@@ -348,8 +350,11 @@ class GPT2Model(abc.ABC):
         the prompt's forward and in every decoding step (there an activation covers the step's one
         position per row: ``T = 1``), e.g. a steering vector added to the residual stream.
 
-        One prompt (and no hooks) decodes through :meth:`decode_rows`, the batch-invariant step
-        ``gpt2_serve`` runs: the server's tokens for the same prompt, seed and settings are these.
+        ``batch_invariant`` (one prompt, no hooks): decode through :meth:`decode_rows`, the
+        batch-invariant step ``gpt2_serve`` runs, so the tokens are the server's for the same
+        prompt, seed and settings, bit for bit. Off by default: a one-row step is a matrix-vector
+        product, the invariant one a product of at least 4 rows, which costs about twice as much
+        per token on a CPU at 124M (and its logits differ from the plain step's in the last bits).
         """
         contexts = self._contexts(context, batch_size)
         validate_args(length, temperature, top_k, top_p, len(contexts), top_p_mode)
@@ -368,7 +373,9 @@ class GPT2Model(abc.ABC):
             stop = self.hparams.n_vocab - 1
         model_hooks = self._model_hooks(hooks)
         prefill, decode = self._prefill, self._decode
-        if model_hooks is None and len(contexts) == 1:  # one prompt: the server's batch-invariant step
+        if batch_invariant:  # the server's step
+            if model_hooks is not None or len(contexts) != 1:
+                raise ModelError("batch_invariant decoding takes one prompt and no hooks")
             decode = self._one_row_decode
         if model_hooks is not None:
             prefill = functools.partial(self._prefill, hooks=model_hooks)

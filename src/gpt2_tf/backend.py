@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from gpt2_common.hparams import load_hparams
-from gpt2_common.interface import DECODE_ROWS, MIN_DECODE_ROWS, GPT2Model, ModelError
+from gpt2_common.interface import DECODE_ROWS, GPT2Model, ModelError
 from gpt2_common.weights import load_weights
 
 from .model import GPT2, MLP, Conv1D, LayerCache, from_weights, new_cache
@@ -52,9 +52,6 @@ if (not tf.config.list_physical_devices("GPU") and "TF_NUM_INTEROP_THREADS" not 
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TensorFlow already ran something; its settings are fixed now
         pass
-
-ROW_BUCKETS = (MIN_DECODE_ROWS, 8, DECODE_ROWS)
-"""Row counts of batch-invariant steps (see ``TFGPT2._step_rows``)."""
 
 XLA_ENV = "GPT2_TF_XLA"  # "0" (or false/no/off) turns the XLA decode path off
 
@@ -165,7 +162,6 @@ class TFGPT2(GPT2Model):
         self._prefill_fn = tf.function(self._prefill_step, input_signature=[tokens, tokens])
         self._decode_fn = tf.function(self._decode_step, input_signature=[tokens, past, tokens])
         self._rows_fns: Dict[int, Callable] = {}  # batch-invariant steps, one trace per number of real rows
-        self._free_rows: Optional[bool] = None  # see _step_rows
 
     def _full_fn(self, X, mask, hooks=None):
         return self.model(X, attention_mask=mask, hooks=hooks)["logits"]
@@ -217,45 +213,15 @@ class TFGPT2(GPT2Model):
                 logits, new = self.model.decode_rows(X, caches, lengths)
                 return tf.cast(logits, tf.float32), new
 
-            R = self._step_rows(B)
             self._rows_fns[B] = tf.function(step, input_signature=[
-                tf.TensorSpec([R, 1], tf.int32), tf.TensorSpec([R], tf.int32), caches])
+                tf.TensorSpec([DECODE_ROWS, 1], tf.int32), tf.TensorSpec([DECODE_ROWS], tf.int32), caches])
         return self._rows_fns[B]
 
-    def _step_rows(self, B: int) -> int:
-        """Rows of a batch-invariant step with ``B`` real rows: ``DECODE_ROWS`` always, unless this
-        machine's products were checked to give every row the same bits with each of
-        :data:`ROW_BUCKETS` rows (then the smallest bucket that holds B: one prompt costs a 4-row
-        step). Buckets, not every count: one trace per row count."""
-        if self._free_rows is None:
-            self._free_rows = self._rows_do_not_change_sums()
-        return next(r for r in ROW_BUCKETS if r >= B) if self._free_rows else DECODE_ROWS
-
-    def _rows_do_not_change_sums(self) -> bool:
-        """Whether the step's products (TensorFlow's kernels) give each row the same bits with
-        every bucket's row count and at any row position."""
-        if not self.device.startswith("/CPU") or self.dtype != "float32":
-            return False
-        block, wte = self.model.h[0], self.model.wte.value()
-        products = [block.attn.c_attn, block.attn.c_proj, block.mlp, lambda x: self.model.rows_head(x[:, 0], wte)]
-        rng = np.random.default_rng(0)
-        with tf.device(self.device):
-            for f, K in zip(products, [self.hparams.n_embd] * 3 + [self.hparams.n_embd]):
-                X = tf.constant(rng.standard_normal((DECODE_ROWS, 1, K)).astype(np.float32))
-                full = f(X).numpy()
-                for n in ROW_BUCKETS[:-1]:
-                    if not np.array_equal(f(X[:n]).numpy(), full[:n]):
-                        return False
-                if not np.array_equal(f(tf.roll(X, 3, 0)).numpy(), np.roll(full, 3, 0)):
-                    return False
-        return True
-
     def _decode_rows(self, tokens: np.ndarray, pasts: List[Cache]) -> Tuple[np.ndarray, List[Cache]]:
-        B = len(pasts)
-        R = self._step_rows(B)
-        X = np.zeros((R, 1), np.int32)
+        B = len(pasts)  # always DECODE_ROWS rows: TensorFlow's products and LayerNorms depend on the count
+        X = np.zeros((DECODE_ROWS, 1), np.int32)
         X[:B, 0] = tokens
-        lengths = np.zeros(R, np.int32)
+        lengths = np.zeros(DECODE_ROWS, np.int32)
         lengths[:B] = [int(p[0][0].shape[-2]) for p in pasts]
         with tf.device(self.device):
             logits, new = self._rows_fn(B)(X, lengths, [list(p) for p in pasts])

@@ -127,16 +127,19 @@ class Attention(tf.Module):
         q, k, v = tf.split(self.c_attn(x), 3, axis=2)  # 3 x [B, T, E]
         q, k, v = (tf.transpose(hook(hooks, self.scope, f"hook_{n}", self.split_heads(t)), [0, 2, 1, 3])
                    for n, t in zip("qkv", (q, k, v)))  # [B, T, H, D] named, [B, H, T, D] used
-        if past_length is None:  # the original: present = this step's keys/values
-            present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
-            if past is not None:
-                pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
-                k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
-        else:  # a decoding cache holding P = past_length positions
-            k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
-        # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
-        a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias, hooks, self.scope,
-                      drop, site)
+        if isinstance(past_length, list):  # rows with their own caches: GPT2.decode_rows
+            a, present = rows_attention(q, k, v, past, past_length)
+        else:
+            if past_length is None:  # the original: present = this step's keys/values
+                present = tf.stack([k, v], axis=1)  # [B, 2, H, T, D]
+                if past is not None:
+                    pk, pv = tf.unstack(past, axis=1)  # [B, H, P, D]
+                    k, v = tf.concat([pk, k], axis=-2), tf.concat([pv, v], axis=-2)  # [B, H, S, D]
+            else:  # a decoding cache holding P = past_length positions
+                k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
+            # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
+            a = attention(tf.cast(q, tf.float32), tf.cast(k, tf.float32), tf.cast(v, tf.float32), bias, hooks,
+                          self.scope, drop, site)
         a = hook(hooks, self.scope, "hook_z", tf.transpose(tf.cast(a, x.dtype), [0, 2, 1, 3]))  # [B, T, H, D]
         return self.c_proj(tf.reshape(a, tf.shape(x))), present  # merge heads -> [B, T, E]
 
@@ -148,6 +151,23 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: Optional[tf.Tensor
     w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
     w = hook(hooks, scope, "hook_attn_scores", w + bias)
     return tf.matmul(dropout(hook(hooks, scope, "hook_pattern", tf.nn.softmax(w, axis=-1)), drop, site), v)
+
+
+def rows_attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, caches: List[LayerCache],
+                   lengths: List[int]) -> Tuple[tf.Tensor, List[LayerCache]]:
+    """Attention of one new position per row (``q, k, v`` ``[R, H, 1, D]``) where the first
+    ``len(caches)`` rows each have their own decoding cache (``lengths[r]`` positions; this step's
+    keys/values are appended) and attend over it alone; the other rows are padding (zeros out).
+    ``[R, H, 1, D]`` fp32, and the caches."""
+    rows, present = [], []
+    for r, (past, P) in enumerate(zip(caches, lengths)):
+        kr, vr, cache = write_cache(past, k[r:r + 1], v[r:r + 1], P)  # [1, H, P+1, D]
+        rows.append(attention(tf.cast(q[r:r + 1], tf.float32), tf.cast(kr, tf.float32), tf.cast(vr, tf.float32),
+                              tf.zeros([], tf.float32)))
+        present.append(cache)
+    if len(caches) < q.shape[0]:
+        rows.append(tf.zeros([q.shape[0] - len(caches)] + q.shape[1:], tf.float32))
+    return tf.concat(rows, 0), present
 
 
 def dropout(x: tf.Tensor, drop: Drop, site: int) -> tf.Tensor:
@@ -265,56 +285,27 @@ class GPT2(tf.Module):
     def decode_rows(self, X: tf.Tensor, caches: List[List[LayerCache]], lengths: tf.Tensor) -> Tuple[tf.Tensor, List[List[LayerCache]]]:
         """One batch-invariant decoding step (see ``gpt2_common.interface.DECODE_ROWS``): ``X`` int
         ``[R, 1]``, one new token per row; the first ``len(caches)`` rows are real, each with its own
-        decoding cache (per layer ``(keys, values)`` ``[1, H, P_r, D]``), the rest padding;
-        ``lengths`` ``[R]`` the rows' positions. Returns the logits ``[R, V]`` and the real rows'
-        caches one position longer.
+        decoding cache (per layer ``(keys, values)`` ``[1, H, P_r, D]``), the rest padding; ``lengths``
+        int ``[R]``: P_r, 0 for padding. Returns the logits ``[R, V]`` and the real rows' caches one position longer.
 
-        Every matrix product has the same ``R`` rows whatever the number of real rows (its kernel,
-        hence a row's summation order, depends on the row count), and each real row attends over
-        exactly its own cached positions, alone: a row's logits do not depend on the other rows."""
+        The blocks are the forward's; only attention differs (:func:`rows_attention`: each real
+        row attends over its own cached positions alone). Every product has the same ``R`` rows
+        whatever the number of real rows (TensorFlow's kernels, and its LayerNorm reductions, sum a
+        row in another order for another row count), so a row's logits do not depend on the others."""
         R, B = X.shape[0], len(caches)
-        E, H = self.hparams.n_embd, self.hparams.n_head
         wte, wpe = self.wte.value(), self.wpe.value()
         h = (tf.gather(wte, X[:, 0]) + tf.gather(wpe, lengths))[:, None]  # [R, 1, E]
         new_caches: List[List[LayerCache]] = [[] for _ in range(B)]
         for i, block in enumerate(self.h):
-            attn = block.attn
-            q, k, v = tf.split(attn.c_attn(_rows_norm(block.ln_1, h)), 3, axis=2)  # 3 x [R, 1, E]
-            q, k, v = (tf.transpose(attn.split_heads(t), [0, 2, 1, 3]) for t in (q, k, v))  # [R, H, 1, D]
-            rows = []
-            for r in range(B):
-                kr = tf.concat([caches[r][i][0], k[r:r + 1]], axis=-2)  # [1, H, S_r, D]
-                vr = tf.concat([caches[r][i][1], v[r:r + 1]], axis=-2)
-                new_caches[r].append((kr, vr))
-                rows.append(attention(tf.cast(q[r:r + 1], tf.float32), tf.cast(kr, tf.float32),
-                                      tf.cast(vr, tf.float32), tf.zeros([], tf.float32)))
-            if R > B:
-                rows.append(tf.zeros([R - B, H, 1, E // H], tf.float32))
-            a = tf.reshape(tf.transpose(tf.cast(tf.concat(rows, 0), h.dtype), [0, 2, 1, 3]), [R, 1, E])
-            h = h + attn.c_proj(a)
-            h = h + block.mlp(_rows_norm(block.ln_2, h))
-        return self.rows_head(tf.reshape(_rows_norm(self.ln_f, h), [R, E]), wte), new_caches  # [R, V]
-
-    def rows_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
-        """The LM head of a batch-invariant step: :func:`decode_head`."""
-        return decode_head(h, wte)
+            h, present = block(h, [c[i] for c in caches], None, [lengths[r] for r in range(B)])
+            for r, cache in enumerate(present):
+                new_caches[r].append(cache)
+        return decode_head(tf.reshape(self.ln_f(h), [R, self.hparams.n_embd]), wte), new_caches  # [R, V]
 
     def lm_head(self, h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
         wte^T copies the [V, E] matrix every call)."""
         return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), tf.cast(wte, h.dtype), transpose_b=True)
-
-
-ROWS_NORM = 16  # = gpt2_common.interface.DECODE_ROWS (not imported: model files stand alone)
-
-
-def _rows_norm(ln: "LayerNorm", h: tf.Tensor) -> tf.Tensor:
-    """``ln(h)`` for ``h [R, 1, E]``, R <= 16, computed on 16 rows (zero rows added, then dropped):
-    TensorFlow's reductions sum a row in another order for 4 rows than for 16."""
-    R = h.shape[0]
-    if R >= ROWS_NORM:
-        return ln(h)
-    return ln(tf.concat([h, tf.zeros([ROWS_NORM - R] + h.shape[1:], h.dtype)], 0))[:R]
 
 
 def decode_head(h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:

@@ -121,15 +121,18 @@ class Attention(nn.Module):
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=2)  # 3 x [B, T, E]
         q, k, v = (hook(hooks, self.scope, f"hook_{n}", self.split_heads(t)).transpose(1, 2)
                    for n, t in zip("qkv", (q, k, v)))  # [B, T, H, D] named, [B, H, T, D] used
-        if past_length is None:  # the original: present = this step's keys/values
-            present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
-            if past is not None:
-                pk, pv = past.unbind(dim=1)  # [B, H, P, D]
-                k, v = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)  # [B, H, S, D]
-        else:  # a decoding cache holding P = past_length positions
-            k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
-        # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
-        a = attention(q.float(), k.float(), v.float(), bias, hooks, self.scope, drop, site)
+        if isinstance(past_length, list):  # rows with their own caches: GPT2.decode_rows
+            a, present = rows_attention(q, k, v, past, past_length)
+        else:
+            if past_length is None:  # the original: present = this step's keys/values
+                present = torch.stack([k, v], dim=1)  # [B, 2, H, T, D]
+                if past is not None:
+                    pk, pv = past.unbind(dim=1)  # [B, H, P, D]
+                    k, v = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)  # [B, H, S, D]
+            else:  # a decoding cache holding P = past_length positions
+                k, v, present = write_cache(past, k, v, past_length)  # [B, H, S, D]
+            # softmax(q k^T / sqrt(D) + bias) v in fp32 whatever the model dtype; bias is 0 or -1e10
+            a = attention(q.float(), k.float(), v.float(), bias, hooks, self.scope, drop, site)
         a = hook(hooks, self.scope, "hook_z", a.to(x.dtype).transpose(1, 2))  # [B, T, H, D]
         return self.c_proj(a.reshape(x.shape)), present  # merge heads -> [B, T, E]
 
@@ -150,6 +153,22 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[
     w = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, T, S]
     w = hook(hooks, scope, "hook_attn_scores", w if bias is None else w + bias)
     return torch.matmul(dropout(hook(hooks, scope, "hook_pattern", torch.softmax(w, dim=-1)), drop, site), v)
+
+
+def rows_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, caches: List[LayerCache],
+                   lengths: List[int]) -> Tuple[torch.Tensor, List[LayerCache]]:
+    """Attention of one new position per row (``q, k, v`` ``[R, H, 1, D]``) where the first
+    ``len(caches)`` rows each have their own decoding cache (``lengths[r]`` positions filled, room
+    for one more; this step's keys/values are written into it) and attend over it alone; the
+    other rows are padding (zeros out). ``[R, H, 1, D]`` fp32, and the caches."""
+    rows, present = [], []
+    for r, (past, P) in enumerate(zip(caches, lengths)):
+        kr, vr, cache = write_cache(past, k[r:r + 1], v[r:r + 1], P)  # [1, H, P+1, D]
+        rows.append(attention(q[r:r + 1].float(), kr.float(), vr.float(), None))
+        present.append(cache)
+    if len(caches) < q.shape[0]:
+        rows.append(q.new_zeros((q.shape[0] - len(caches),) + q.shape[1:], dtype=torch.float32))
+    return torch.cat(rows), present
 
 
 def dropout(x: torch.Tensor, drop: Drop, site: int) -> torch.Tensor:
@@ -267,28 +286,16 @@ class GPT2(nn.Module):
         filled, room for one more), the rest padding. Returns the logits ``[R, V]`` and writes each
         real row's keys/values into its cache at ``lengths[r]``.
 
-        A GEMM's kernel, hence a row's summation order, can depend on the row count: the backend
-        picks ``R`` (a fixed count, or one its products were checked not to depend on), and each
-        real row attends over exactly its own cached positions, alone, so a row's logits do not
-        depend on the other rows."""
+        The blocks are the forward's; only attention differs (:func:`rows_attention`: each real
+        row attends over its own cached positions alone). A GEMM's kernel, hence a row's summation
+        order, can depend on the row count: the backend picks ``R`` (a fixed count, or one its
+        products were checked not to depend on), so a row's logits do not depend on the others."""
         R, B = X.shape[0], len(caches)
-        E, H = self.hparams.n_embd, self.hparams.n_head
         pos = torch.tensor(list(lengths) + [0] * (R - B), device=X.device)
         h = (self.wte[X[:, 0]] + self.wpe[pos])[:, None]  # [R, 1, E]
         for i, block in enumerate(self.h):
-            attn = block.attn
-            q, k, v = attn.c_attn(block.ln_1(h)).split(E, dim=2)  # 3 x [R, 1, E]
-            q, k, v = (attn.split_heads(t).transpose(1, 2) for t in (q, k, v))  # [R, H, 1, D]
-            rows = []
-            for r in range(B):
-                kr, vr, _ = write_cache(caches[r][i], k[r:r + 1], v[r:r + 1], lengths[r])  # [1, H, S_r, D]
-                rows.append(attention(q[r:r + 1].float(), kr.float(), vr.float(), None))
-            if R > B:
-                rows.append(q.new_zeros((R - B, H, 1, E // H), dtype=torch.float32))
-            a = torch.cat(rows).to(h.dtype).transpose(1, 2).reshape(R, 1, E)
-            h = h + attn.c_proj(a)
-            h = h + block.mlp(block.ln_2(h))
-        return decode_head(self.ln_f(h).reshape(R, E), self.wte)  # [R, V]
+            h, _ = block(h, [c[i] for c in caches], None, list(lengths))
+        return decode_head(self.ln_f(h).reshape(R, self.hparams.n_embd), self.wte)  # [R, V]
 
     def lm_head(self, h: torch.Tensor, wte: torch.Tensor) -> torch.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul."""
