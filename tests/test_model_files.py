@@ -43,7 +43,7 @@ def test_both_model_files_define_the_same_public_names():
     assert tf_names == torch_names == {
         "GPT2", "Attention", "Block", "MLP", "LayerNorm", "Conv1D", "attention", "attention_bias",
         "write_cache", "position_ids", "from_weights", "matmul", "checkpoint_name", "MASK_VALUE", "LN_EPS",
-        "LayerCache", "Past", "new_cache", "Drop", "dropout"}
+        "LayerCache", "Past", "new_cache", "Drop", "dropout", "rows_attention", "decode_head"}
 
 
 @pytest.fixture(scope="module")

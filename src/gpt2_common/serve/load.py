@@ -129,9 +129,9 @@ def load_test(url: str, clients: int = 32, requests: int = 64, max_tokens: int =
 
 def decode_cost(model_dir: str, backend: str = "torch", steps: int = 20, rounds: int = 3) -> Dict[str, float]:
     """What batch invariance costs a decoding step, in-process (seconds, best of ``rounds``): one
-    prompt's plain step (``_decode``, what ``generate`` of one prompt ran before) against its
-    batch-invariant step (``decode_rows``, what it runs now and the server runs), and a
-    batch-invariant step of 16 rows. A 32-token prompt; ``steps`` steps per round."""
+    prompt's plain step (``_decode``, what ``generate`` of one prompt runs by default) against its
+    batch-invariant step (``decode_rows``: the server's, and ``generate(batch_invariant=True)``'s),
+    and a batch-invariant step of 16 rows. A 32-token prompt; ``steps`` steps per round."""
     from ..interface import load_model
 
     m = load_model(backend, model_dir, device="cpu")
