@@ -191,7 +191,7 @@ class GPT2Model(abc.ABC):
         ``attention_mask`` ``[B, T]`` marks real tokens (1) and left padding (0)."""
         return self._logits(*self._forward_input(tokens, attention_mask))
 
-    # ---- batch-invariant decoding (the generate path of one prompt, and gpt2_common.serve) ----
+    # ---- batch-invariant decoding (gpt2_common.serve, and generate(batch_invariant=True)) ----
     def prefill_row(self, tokens: Sequence[int]) -> Tuple[np.ndarray, Any]:
         """Encode one prompt (a non-empty token list, at most ``n_ctx`` tokens): ``(logits [V]
         float32 of its last position, cache)``, the cache to pass to :meth:`decode_rows`."""
@@ -208,8 +208,8 @@ class GPT2Model(abc.ABC):
         new caches)``; a cache passed in must not be used again (it may be updated in place).
 
         Batch-invariant: row ``r``'s logits are bit-identical whichever other rows share the step
-        (the matrix products always have :data:`DECODE_ROWS` rows, each row attends over its own
-        keys alone), and :meth:`generate` of one prompt with ``batch_invariant`` decodes through
+        (the matrix products have a row count that does not change a row's sums, see
+        :data:`DECODE_ROWS`; each row attends over its own keys alone), and :meth:`generate` of one prompt with ``batch_invariant`` decodes through
         it. A cache's length plus one must not pass ``n_ctx``."""
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if len(tokens) != len(caches):

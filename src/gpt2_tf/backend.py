@@ -13,8 +13,8 @@ graph whose attention covers exactly the cached positions. The functions take th
 arguments, so all layers share one compilation per batch size. Prompts keep TensorFlow's own
 kernels: XLA measured no faster there (dense work 0.97x, attention 0.94x at 1024 tokens) and
 would compile once per prompt length. LayerNorms in XLA too measured no different, so they stay.
-The batch-invariant step (``decode_rows``: ``generate`` of one prompt, and the server) uses
-TensorFlow's own kernels: XLA's compilations for different row counts sum a row differently.
+The batch-invariant step (``decode_rows``: the server's, and ``generate(batch_invariant=True)``'s)
+uses TensorFlow's own kernels: XLA's compilations for different row counts sum a row differently.
 """
 from __future__ import annotations
 

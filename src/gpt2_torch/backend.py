@@ -82,15 +82,21 @@ class TorchGPT2(GPT2Model):
                          last_only=True, past_length=0, hooks=hooks)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P)
 
+    def _with_room(self, cache: List[LayerCache], P: int, T: int) -> List[LayerCache]:
+        """``cache`` (P positions filled) if it has room for ``T`` more, else a copy of its filled
+        positions in buffers ``CACHE_STEP`` positions larger (rarely: once every CACHE_STEP steps)."""
+        C = cache[0][0].shape[-2]
+        if P + T <= C:
+            return cache
+        grown = new_cache(self.hparams, cache[0][0].shape[0], min(self.hparams.n_ctx, C + CACHE_STEP), cache[0][0])
+        for (k, v), (gk, gv) in zip(cache, grown):
+            gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
+        return grown
+
     @torch.inference_mode()
     def _decode(self, tokens: np.ndarray, past: Cache, mask: np.ndarray, hooks=None) -> Tuple[np.ndarray, Cache]:
         cache, P = past
-        C = cache[0][0].shape[-2]
-        if P + tokens.shape[1] > C:  # full: grow the buffers (rarely)
-            grown = new_cache(self.hparams, tokens.shape[0], min(self.hparams.n_ctx, C + CACHE_STEP), cache[0][0])
-            for (k, v), (gk, gv) in zip(cache, grown):
-                gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
-            cache = grown
+        cache = self._with_room(cache, P, tokens.shape[1])
         out = self.model(self._tensor(tokens), past=cache, attention_mask=self._mask(mask),
                          last_only=True, past_length=P, hooks=hooks)
         return out["logits"][:, -1].float().cpu().numpy(), (cache, P + tokens.shape[1])
@@ -129,15 +135,7 @@ class TorchGPT2(GPT2Model):
     @torch.inference_mode()
     def _decode_rows(self, tokens: np.ndarray, pasts: List[Cache]) -> Tuple[np.ndarray, List[Cache]]:
         B = len(pasts)
-        grown = []
-        for cache, P in pasts:  # each row's own cache, grown as _decode grows a batch's
-            C = cache[0][0].shape[-2]
-            if P + 1 > C:
-                new = new_cache(self.hparams, 1, min(self.hparams.n_ctx, C + CACHE_STEP), cache[0][0])
-                for (k, v), (gk, gv) in zip(cache, new):
-                    gk[:, :, :P], gv[:, :, :P] = k[:, :, :P], v[:, :, :P]
-                cache = new
-            grown.append((cache, P))
+        grown = [(self._with_room(cache, P, 1), P) for cache, P in pasts]  # each row's own cache
         X = np.zeros((self._step_rows(B), 1), np.int64)
         X[:B, 0] = tokens
         logits = self.model.decode_rows(self._tensor(X), [c for c, _ in grown], [P for _, P in grown])
