@@ -346,6 +346,28 @@ def test_memory_saving_and_only_transformer_layers(make_model_dir, backend):
         assert changed == n.startswith("model/h"), n
 
 
+def test_tf_graph_has_no_broadcast_bias_fusion(make_model_dir):
+    """A compiled TF forward (as in eval_loss and the recomputation of gradient checkpointing)
+    leaves the causal bias out of oneDNN's fused ``(q k^T) * scale + bias`` batch matmul: with a
+    bias of ``[1, 1, T, S]`` broadcast over batch and heads that kernel ran ~500x slower (25 s a
+    call at 124M, T=1024), which made TF's checkpointed step 7x the plain one."""
+    tf = need("tensorflow")
+    from tensorflow.python.eager import context
+    model = load_model("tf", make_model_dir("tiny"), device="cpu")
+    X = tf.constant(np.random.default_rng(0).integers(0, 50257, (2, 16)), tf.int32)
+    forward = tf.function(lambda X: model.model(X)["logits"])
+    ctx = context.context()
+    ctx.enable_graph_collection()
+    try:
+        forward(X)
+        metadata = ctx.export_run_metadata()
+    finally:
+        ctx.disable_graph_collection()
+    ops = {n.op for f in metadata.function_graphs for g in f.partition_graphs for n in g.node}
+    assert ops, "no graph collected"
+    assert "_MklFusedBatchMatMulV2" not in ops, sorted(o for o in ops if "BatchMatMul" in o)
+
+
 def test_benchmark_training_rows(make_model_dir):
     """The benchmark's training rows run (torch, fp32 and bf16, with and without checkpointing,
     two interleaved rounds) and format, with the update's share and the checkpointing ratio."""

@@ -212,15 +212,16 @@ class Block(tf.Module):
 
 
 def attention_bias(T, P, key_mask: Optional[tf.Tensor]) -> tf.Tensor:
-    """fp32 ``[B or 1, 1, T, S]``: 0 where query ``i`` (at position P+i) sees key ``j`` (``j <= P+i``
-    and key ``j`` not padding: ``key_mask`` ``[B, S]``, 1 for real tokens), else -1e10. Added to
-    the scores: the same as the original's replacing them in fp32 (a score is far below 1e10's
-    ulp, 1024), and a row with every key masked (left padding) is uniform either way."""
+    """fp32 ``[B, 1, T, S]`` (``[T, S]`` without ``key_mask``): 0 where query ``i`` (at position
+    P+i) sees key ``j`` (``j <= P+i`` and key ``j`` not padding: ``key_mask`` ``[B, S]``, 1 for
+    real tokens), else -1e10. Added to the scores: the same as the original's replacing them in
+    fp32 (a score is far below 1e10's ulp, 1024), and a row with every key masked (left padding)
+    is uniform either way."""
     i = tf.range(T)[:, None]
     j = tf.range(P + T)[None, :]
-    mask = (i + P >= j)[None, None]  # [1, 1, T, S]
+    mask = i + P >= j  # [T, S]: oneDNN's fused (q k^T) * scale + bias is ~500x slower with [1, 1, T, S]
     if key_mask is not None:
-        mask = mask & tf.cast(key_mask, tf.bool)[:, None, None, :]
+        mask = mask[None, None] & tf.cast(key_mask, tf.bool)[:, None, None, :]
     return tf.where(mask, 0.0, MASK_VALUE)
 
 
@@ -260,7 +261,7 @@ class GPT2(tf.Module):
         ``gpt2_common.hooks``) read or replace named activations as the model runs."""
         B, T = tf.unstack(tf.shape(X))
         P = past_length if past_length is not None else 0 if past is None else tf.shape(past)[-2]
-        bias = attention_bias(T, P, attention_mask)  # [B|1, 1, T, S] (no fused causal attention in TF)
+        bias = attention_bias(T, P, attention_mask)  # [B, 1, T, S] or [T, S] (no fused causal attention in TF)
         # Gather from dense reads: a gather on the variable itself (ResourceGather) switches it to
         # copy-on-read, after which every read of wte (the LM head) copies all of it (~100 ms at 124M).
         wte, wpe = self.wte.value(), self.wpe.value()

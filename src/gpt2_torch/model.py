@@ -209,15 +209,16 @@ class Block(nn.Module):
 
 
 def attention_bias(T, P, key_mask: Optional[torch.Tensor], device=None) -> torch.Tensor:
-    """fp32 ``[B or 1, 1, T, S]``: 0 where query ``i`` (at position P+i) sees key ``j`` (``j <= P+i``
-    and key ``j`` not padding: ``key_mask`` ``[B, S]``, 1 for real tokens), else -1e10. Added to
-    the scores: the same as the original's replacing them in fp32 (a score is far below 1e10's
-    ulp, 1024), and a row with every key masked (left padding) is uniform either way."""
+    """fp32 ``[B, 1, T, S]`` (``[T, S]`` without ``key_mask``): 0 where query ``i`` (at position
+    P+i) sees key ``j`` (``j <= P+i`` and key ``j`` not padding: ``key_mask`` ``[B, S]``, 1 for
+    real tokens), else -1e10. Added to the scores: the same as the original's replacing them in
+    fp32 (a score is far below 1e10's ulp, 1024), and a row with every key masked (left padding)
+    is uniform either way."""
     i = torch.arange(T, device=device)[:, None]
     j = torch.arange(P + T, device=device)[None, :]
-    mask = (i + P >= j)[None, None]  # [1, 1, T, S]
+    mask = i + P >= j  # [T, S]
     if key_mask is not None:
-        mask = mask & key_mask.bool()[:, None, None, :]
+        mask = mask[None, None] & key_mask.bool()[:, None, None, :]
     return torch.zeros((), device=device).masked_fill(~mask, MASK_VALUE)
 
 
@@ -259,7 +260,7 @@ class GPT2(nn.Module):
         if attention_mask is None and (P == 0 or T == 1):
             bias = None  # plain causal attention (with T == 1, every key is visible)
         else:
-            bias = attention_bias(T, P, attention_mask, X.device)  # [B|1, 1, T, S]
+            bias = attention_bias(T, P, attention_mask, X.device)  # [B, 1, T, S] or [T, S]
         wte, wpe = self.wte, self.wpe
         pos = wpe[position_ids(T, P, attention_mask, X.device)]  # [B|1, T, E]
         if hooks is not None:
