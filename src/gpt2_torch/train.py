@@ -173,7 +173,7 @@ class Trainer(TrainerState):
                 m.add_(torch.sub(g, m, out=x).mul_(1 - cfg.beta1))  # m = m + (1 - beta1) * (g - m)
                 v.mul_(cfg.beta2).add_(torch.mul(g, 1 - cfg.beta2, out=x).mul_(g))  # v = beta2 v + (1 - beta2) g g
                 denominator = exact_sqrt(v, x, z).mul_(r).add_(cfg.eps)  # sqrt(v) * r + eps
-                p.addcdiv_(m, denominator, value=-s)  # p = p - s * m / (...): (-s * m) / (...), as TF's
+                p.addcdiv_(m, denominator, value=-s)  # p + (-s * m) / (...): the bits of p - s * m / (...)
         for g in grads:
             g.zero_()
         return float(norm)
