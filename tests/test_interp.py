@@ -43,8 +43,11 @@ def test_logit_lens_ends_at_the_models_prediction(make_model_dir):
         print(f"{b}: last stage target logprob vs the model's, max diff "
               f"{np.abs(lens.target_logprob[-1, :-1] - want).max():.2e}")
         np.testing.assert_allclose(lens.target_logprob[-1, :-1], want, atol=1e-4)
-        ranks = (logits[np.arange(T - 1)] > logits[np.arange(T - 1), TEXT[1:]][:, None]).sum(-1) + 1
-        np.testing.assert_array_equal(lens.target_rank[-1, :-1], ranks)
+        # the rank among the model's logits; the lens's own product (numpy's) may order a near
+        # tie (within float32 rounding of the target's logit) the other way: allowed, no more
+        at = logits[np.arange(T - 1), TEXT[1:]][:, None]
+        lo, hi = ((logits[np.arange(T - 1)] > at + d).sum(-1) + 1 for d in (1e-5, -1e-5))
+        assert ((lo <= lens.target_rank[-1, :-1]) & (lens.target_rank[-1, :-1] <= hi)).all(), (lens.target_rank[-1], lo, hi)
         assert lens.target_rank[-1, -1] == 0 and lens.targets[-1] == -1  # no next token
         assert (np.diff(lens.top_probs, axis=-1) <= 0).all()
         lenses[b] = lens

@@ -43,7 +43,7 @@ def test_both_model_files_define_the_same_public_names():
     assert tf_names == torch_names == {
         "GPT2", "Attention", "Block", "MLP", "LayerNorm", "Conv1D", "attention", "attention_bias",
         "write_cache", "position_ids", "from_weights", "matmul", "checkpoint_name", "MASK_VALUE", "LN_EPS",
-        "LayerCache", "Past", "new_cache", "Drop", "dropout", "rows_attention", "decode_head"}
+        "LayerCache", "Past", "new_cache", "Drop", "dropout", "rows_attention", "decode_head", "lm_head_loss"}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,45 @@ def test_original_past_contract(models, backend):
     assert tuple(pb.shape) == (2, HP.n_layer, 2, HP.n_head, 7, HP.head_dim)
     assert np.abs(np.concatenate([a, b], axis=1) - full).max() <= TOL
     assert np.abs(np.concatenate([np.asarray(pa), np.asarray(pb)], axis=-2) - np.asarray(present_full)).max() <= TOL
+
+
+@pytest.mark.parametrize("backend", ["tf", "torch"])
+def test_targets_give_the_cross_entropy_of_the_logits(models, backend):
+    """``model(X, targets=Y)['loss']`` (the training loss: LM head and cross-entropy fused in
+    PyTorch, with a hand-written backward) equals the mean cross-entropy of ``model(X)``'s logits,
+    computed in numpy; in PyTorch its gradients equal autograd's through ``cross_entropy``."""
+    rng = np.random.default_rng(5)
+    for B, T in ((1, 5), (3, 20)):  # 4 and 57 rows: the LM head's two matmul paths
+        X, Y = rng.integers(0, HP.n_vocab, (B, T)), rng.integers(0, HP.n_vocab, (B, T))
+        logits, _ = run(models, backend, X)
+        z = logits.reshape(-1, HP.n_vocab).astype(np.float64)
+        lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+        expected = float(np.mean(lse - z[np.arange(len(z)), Y.reshape(-1)]))
+        if backend == "tf":
+            tf = models["tf_mod"]
+            loss = float(models["tf"](tf.constant(X, tf.int32), targets=tf.constant(Y, tf.int32))["loss"])
+        else:
+            torch, model = models["torch_mod"], models["torch"]
+            params = list(model.parameters())
+            Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+            with torch.enable_grad():
+                for p in params:
+                    p.requires_grad_(True)
+                try:
+                    fused = model(Xt, targets=Yt)["loss"]
+                    got = torch.autograd.grad(fused, params)
+                    plain = torch.nn.functional.cross_entropy(model(Xt)["logits"].reshape(-1, HP.n_vocab), Yt.reshape(-1))
+                    want = torch.autograd.grad(plain, params)
+                finally:
+                    for p in params:
+                        p.requires_grad_(False)
+            loss = float(fused.detach())
+            rel = max(float((g - w).abs().max() / w.abs().max()) for g, w in zip(got, want))
+            print(f"torch B={B} T={T}: fused loss's gradients vs autograd's: max relative diff = {rel:.2e}")
+            assert all(g.layout == torch.strided and g.shape == w.shape for g, w in zip(got, want))
+            assert rel < 1e-5
+        print(f"{backend} B={B} T={T}: loss {loss:.6f}, numpy {expected:.6f}")
+        assert abs(loss - expected) < 1e-5
 
 
 def test_torch_logits_do_not_depend_on_the_thread_count(make_model_dir):

@@ -247,9 +247,12 @@ class GPT2(tf.Module):
 
     def __call__(self, X: tf.Tensor, past: Optional[Past] = None, attention_mask: Optional[tf.Tensor] = None,
                  last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None,
-                 compute_dtype: Optional[tf.DType] = None, drop: Drop = None) -> Dict[str, Any]:
+                 compute_dtype: Optional[tf.DType] = None, drop: Drop = None,
+                 targets: Optional[tf.Tensor] = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+        ``targets`` int ``[B, T]`` (training): ``{'loss': mean cross-entropy of the logits against
+        them}`` (fp32, natural log) instead of logits and present (:func:`lm_head_loss`).
         ``compute_dtype`` (mixed precision): the activations and matrix products in this dtype,
         the weights cast to it where they are used (LayerNorm and attention stay in fp32).
         ``drop`` (training): dropout ``(rate, seed)`` on the embeddings, the attention
@@ -277,6 +280,8 @@ class GPT2(tf.Module):
                                bias, past_length, hooks, drop)
             presents.append(present)
         h = self.ln_f(h, hooks)  # [B, T, E]
+        if targets is not None:
+            return {"loss": lm_head_loss(tf.reshape(h, [-1, self.hparams.n_embd]), wte, tf.reshape(targets, [-1]))}
         if last_only:
             h = h[:, -1:]
         logits = tf.reshape(self.lm_head(h, wte), [B, -1, self.hparams.n_vocab])  # [B, T, V]
@@ -307,6 +312,16 @@ class GPT2(tf.Module):
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul (a 3-D one against
         wte^T copies the [V, E] matrix every call)."""
         return tf.matmul(tf.reshape(h, [-1, self.hparams.n_embd]), tf.cast(wte, h.dtype), transpose_b=True)
+
+
+def lm_head_loss(h: tf.Tensor, wte: tf.Tensor, targets: tf.Tensor, tied: Optional[dict] = None) -> tf.Tensor:
+    """Mean cross-entropy (natural log, fp32) of the tied LM head's logits ``h @ wte^T`` against
+    ``targets``: ``h [N, E]`` (after ``ln_f``), ``wte [V, E]`` (cast to ``h``'s dtype), int
+    ``targets [N]``. (TensorFlow's sparse cross-entropy op keeps only its gradient
+    ``softmax - onehot``, and the lookup's gradient is rows already: what ``gpt2_torch``'s
+    version spells out; ``tied`` is unused here.)"""
+    logits = tf.cast(tf.matmul(h, tf.cast(wte, h.dtype), transpose_b=True), tf.float32)  # [N, V], as GPT2.lm_head's
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
 
 
 def decode_head(h: tf.Tensor, wte: tf.Tensor) -> tf.Tensor:

@@ -29,9 +29,7 @@ TOKENS = tf.TensorSpec([None, None], tf.int32)
 def lm_loss(model: GPT2, X: tf.Tensor, compute_dtype: Optional[tf.DType] = None, drop=None) -> tf.Tensor:
     """Mean next-token cross-entropy (natural log) of ``X [B, T]`` over positions 1..T-1, fp32
     (``compute_dtype``: mixed precision, ``drop``: dropout; see ``GPT2.__call__``)."""
-    logits = model(X[:, :-1], compute_dtype=compute_dtype, drop=drop)["logits"]  # [B, T-1, V]
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=X[:, 1:], logits=tf.cast(logits, tf.float32)))
+    return model(X[:, :-1], compute_dtype=compute_dtype, drop=drop, targets=X[:, 1:])["loss"]
 
 
 def named_variables(model: GPT2) -> Dict[str, tf.Variable]:

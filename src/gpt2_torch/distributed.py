@@ -84,7 +84,7 @@ class DistributedTrainer(Trainer):
         each rank's sum of ``micro_batches``, divided here by ``micro_batches``."""
         self._micro = 0
         for n, p in self.params.items():
-            self.acc[n].copy_(p.grad)
+            self.add_gradient(n, p.grad)
             p.grad = None
         return super().apply(micro_batches, lr, t)
 
@@ -122,7 +122,7 @@ class FSDPTrainer(DistributedTrainer):
             fully_shard(self.model)
         self.ddp = self.model  # forward_backward runs the sharded model itself
         self.params = {n: p for n, p in named_parameters(self.model).items() if n in self.params}
-        for buffers in (self.acc, self.m, self.v):
+        for buffers in (self.m, self.v):
             buffers.update({n: torch.zeros_like(p) for n, p in self.params.items()})
 
     def forward_backward(self, tokens: np.ndarray) -> float:

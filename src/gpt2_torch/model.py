@@ -243,9 +243,12 @@ class GPT2(nn.Module):
 
     def forward(self, X: torch.Tensor, past: Optional[Past] = None, attention_mask: Optional[torch.Tensor] = None,
                 last_only: bool = False, past_length=None, hooks: Optional[ModelHooks] = None,
-                compute_dtype: Optional[torch.dtype] = None, drop: Drop = None) -> Dict[str, Any]:
+                compute_dtype: Optional[torch.dtype] = None, drop: Drop = None,
+                targets: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         """``X`` int ``[B, T]``; ``attention_mask`` ``[B, P+T]`` (1 = real token, 0 = left padding;
         None: no padding); ``last_only`` computes logits for the last position only (``[B, 1, V]``).
+        ``targets`` int ``[B, T]`` (training): ``{'loss': mean cross-entropy of the logits against
+        them}`` (fp32, natural log) instead of logits and present (:func:`lm_head_loss`).
         ``compute_dtype`` (mixed precision): the activations and matrix products in this dtype,
         the weights cast to it where they are used (LayerNorm and attention stay in fp32).
         ``drop`` (training): dropout ``(rate, seed)`` on the embeddings, the attention
@@ -265,7 +268,9 @@ class GPT2(nn.Module):
         pos = wpe[position_ids(T, P, attention_mask, X.device)]  # [B|1, T, E]
         if hooks is not None:
             pos = hook(hooks, "", "hook_pos_embed", pos.expand(B, T, -1))
-        h = dropout(hook(hooks, "", "hook_embed", wte[X]) + pos, drop, 0)  # [B, T, E]
+        tied = None if targets is None else {}  # training: the lookup adds its gradient rows into the head's
+        embed = wte[X] if tied is None else _TiedEmbedding.apply(X, wte, tied)  # [B, T, E]
+        h = dropout(hook(hooks, "", "hook_embed", embed) + pos, drop, 0)  # [B, T, E]
         if compute_dtype is not None:
             h = h.to(compute_dtype)
         presents = []
@@ -274,6 +279,8 @@ class GPT2(nn.Module):
                                bias, past_length, hooks, drop)
             presents.append(present)
         h = self.ln_f(h, hooks)  # [B, T, E]
+        if targets is not None:
+            return {"loss": lm_head_loss(h.reshape(-1, self.hparams.n_embd), wte, targets.reshape(-1), tied)}
         if last_only:
             h = h[:, -1:]
         logits = self.lm_head(h, wte).view(B, -1, self.hparams.n_vocab)  # [B, T, V]
@@ -301,6 +308,69 @@ class GPT2(nn.Module):
     def lm_head(self, h: torch.Tensor, wte: torch.Tensor) -> torch.Tensor:
         """The tied LM head: ``h [B, T, E] -> [B*T, V]``, as a 2-D matmul."""
         return matmul(h.reshape(-1, self.hparams.n_embd), wte.to(h.dtype).t())
+
+
+class _LMHeadLoss(torch.autograd.Function):
+    """:func:`lm_head_loss` with its own backward: the logits ``[N, V]`` are the only ``[N, V]``
+    tensor kept, and the backward turns them, in place, into the loss's gradient with respect to
+    them, ``(softmax - onehot) / N``. (``cross_entropy`` over the logits keeps the
+    log-probabilities too, and its backward fills a zero ``[N, V]`` gradient before a second pass:
+    three more passes over 200 MB a step at 124M, B=4, T=256.)"""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, wte: torch.Tensor, targets: torch.Tensor, tied: Optional[dict]) -> torch.Tensor:
+        w = wte.to(h.dtype)  # [V, E]
+        logits = matmul(h, w.t()).float()  # [N, V], fp32 (as GPT2.lm_head's)
+        lse = torch.cat([torch.logsumexp(c, dim=1) for c in logits.split(_LOSS_ROWS)])  # [N], by row blocks:
+        loss = (lse - logits.gather(1, targets[:, None])[:, 0]).mean()  # no [N, V] temporary
+        ctx.save_for_backward(h, w, targets, lse)
+        ctx.logits, ctx.tied, ctx.wte_dtype = logits, tied, wte.dtype  # (the logits: overwritten by the backward)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, w, targets, lse = ctx.saved_tensors
+        g, ctx.logits = ctx.logits, None
+        for c, l in zip(g.split(_LOSS_ROWS), lse.split(_LOSS_ROWS)):
+            c.sub_(l[:, None]).exp_()  # softmax, in place
+        g[torch.arange(g.shape[0], device=g.device), targets] -= 1.0  # - onehot
+        g = g.mul_(grad / g.shape[0]).to(h.dtype)  # d loss / d logits [N, V]
+        gw = (g.t() @ h).to(ctx.wte_dtype) if ctx.needs_input_grad[1] else None  # [V, E], contiguous
+        if ctx.tied is not None:  # _TiedEmbedding's backward (which runs after this one) adds
+            ctx.tied["grad"], gw = gw, None  # its rows and returns the sum as wte's gradient
+        return g @ w, gw, None, None  # [N, E], [V, E]
+
+
+class _TiedEmbedding(torch.autograd.Function):
+    """``wte[X]`` whose gradient for ``wte`` is the tied LM head's (left in ``tied['grad']`` by
+    ``_LMHeadLoss``) with the lookup's rows added in place: one ``[V, E]`` gradient, where
+    autograd would sum two (the lookup's zero-filled or sparse one into a copy of the head's)."""
+
+    @staticmethod
+    def forward(ctx, X: torch.Tensor, wte: torch.Tensor, tied: dict) -> torch.Tensor:
+        ctx.save_for_backward(X)
+        ctx.tied, ctx.shape = tied, wte.shape
+        return wte[X]  # [B, T, E]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        X, = ctx.saved_tensors
+        gw = ctx.tied.pop("grad", None)
+        if gw is None:  # (the head did not run its backward)
+            gw = grad.new_zeros(ctx.shape)
+        return None, gw.index_add_(0, X.reshape(-1), grad.reshape(-1, ctx.shape[1]).to(gw.dtype)), None
+
+
+_LOSS_ROWS = 64  # rows of the [N, V] logits a loss pass handles at once (its temporaries: ~13 MB)
+
+
+def lm_head_loss(h: torch.Tensor, wte: torch.Tensor, targets: torch.Tensor, tied: Optional[dict] = None) -> torch.Tensor:
+    """Mean cross-entropy (natural log, fp32) of the tied LM head's logits ``h @ wte^T`` against
+    ``targets``: ``h [N, E]`` (after ``ln_f``), ``wte [V, E]`` (cast to ``h``'s dtype), int
+    ``targets [N]``. Equal to ``cross_entropy(lm_head(h).float(), targets)``, with less memory and
+    time (see ``_LMHeadLoss``). ``tied``: the dict given to the ``_TiedEmbedding`` that looked up
+    the model's input (``GPT2.forward``), which then returns wte's whole gradient."""
+    return _LMHeadLoss.apply(h, wte, targets, tied)
 
 
 def decode_head(h: torch.Tensor, wte: torch.Tensor) -> torch.Tensor:
