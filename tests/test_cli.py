@@ -183,9 +183,12 @@ def test_unconditional_forever_until_ctrl_c(model, tmp_path):
     and the numbering runs on across batches."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
                TF_CPP_MIN_LOG_LEVEL="2", GPT2_MODELS_URL=OFFLINE, PYTHONIOENCODING="utf-8")
+    # Ctrl-C as in a terminal: a shell without job control starts background jobs with SIGINT
+    # ignored, and the test runner (so the command too) may inherit that
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / f"{UNCONDITIONAL}.py"), "--model_dir",
                              str(model), "--nsamples", "0", "--batch_size", "2", "--length", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     deadline = time.monotonic() + 120
     while seen.count(b" SAMPLE ") < 7 and time.monotonic() < deadline:
