@@ -161,6 +161,30 @@ def test_targets_give_the_cross_entropy_of_the_logits(models, backend):
         assert abs(loss - expected) < 1e-5
 
 
+def test_tf_recomputed_layer_norm_and_gelu_give_the_gradients_of_their_operations(models, monkeypatch):
+    """TensorFlow's LayerNorm and GELU keep only their inputs for the backward pass and recompute
+    the rest (``tf.recompute_grad``): the gradients of every variable equal those of the same
+    operations differentiated as they run (to float32 rounding: the graphs are optimised apart)."""
+    import gpt2_tf.model as tm
+
+    tf, model = models["tf_mod"], models["tf"]
+    X = tf.constant(np.random.default_rng(7).integers(0, HP.n_vocab, (2, 12)), tf.int32)
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            tape.watch(model.trainable_variables + model.variables)
+            loss = model(X[:, :-1], targets=X[:, 1:])["loss"]
+        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.variables)]
+
+    recomputed = gradients()
+    monkeypatch.setattr(tm, "_layer_norm", tm._layer_norm_ops)
+    monkeypatch.setattr(tm, "_gelu", tm._gelu_ops)
+    kept = gradients()
+    rel = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(recomputed, kept))
+    print(f"tf: gradients with LayerNorm and GELU recomputed vs kept: max relative diff = {rel:.2e}")
+    assert rel < 1e-5
+
+
 def test_torch_logits_do_not_depend_on_the_thread_count(make_model_dir):
     """Decode steps (the blocked matmul, spelled-out one-query attention; here 39 of them after a
     one-token prefill, whose rows are too few for MKL to split) give bit-identical logits

@@ -56,13 +56,18 @@ def load_model(backend: str, model_dir: Union[str, "os.PathLike[str]"], device: 
 
     ``device``: ``None`` (the backend's default: the GPU if there is one), ``"cpu"``, ``"cuda"``
     / ``"cuda:N"`` / ``"gpu"``. ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
-    ``trainable``: build the weights as trainable variables / parameters (for ``gpt2_common.train``).
+    ``trainable``: build the weights as trainable variables / parameters (for ``gpt2_common.train``;
+    on ``"tf"``, in a process where TensorFlow has not run yet, also its memory allocator set up
+    for training: ``gpt2_common.train.allocator``).
     ``options``: the backend's own, e.g. ``xla=False`` for ``"tf"`` (its XLA decode path).
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if trainable and backend == "tf":  # before TensorFlow is imported, where it is not yet
+        from .train.allocator import prepare_tensorflow_training
+        prepare_tensorflow_training()
     cls = backend_class(backend)
     unknown = [k for k in options if k not in inspect.signature(cls.__init__).parameters]
     if unknown:

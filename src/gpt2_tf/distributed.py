@@ -47,7 +47,6 @@ class DistributedTrainer(Trainer):
                  seed: int = 0) -> None:
         super().__init__(gpt2, cfg, trainable, memory_saving, dtype, dropout, seed)
         self.world, self.strategy = world, strategy
-        acc = [self.acc[n] for n in self.names]
 
         def all_reduce(values):  # runs on the replica's device, as the strategy's reduction needs
             return tf.distribute.get_replica_context().all_reduce(SUM, [tf.identity(v) for v in values])
@@ -55,11 +54,11 @@ class DistributedTrainer(Trainer):
         def local(out):
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
 
-        @tf.function
-        def reduce_gradients():
-            summed = local(strategy.run(all_reduce, args=(acc,)))
-            for a, s in zip(acc, summed):
-                a.assign(s)
+        grads = [tf.TensorSpec(v.shape, tf.float32) for v in self.params.values()]
+
+        @tf.function(input_signature=[grads])
+        def reduce_gradients(acc):
+            return local(strategy.run(all_reduce, args=(acc,)))
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.float64)])
         def reduce_value(x):
@@ -78,7 +77,8 @@ class DistributedTrainer(Trainer):
     def apply(self, micro_batches: int, lr: float, t: int) -> float:
         """Sum the workers' accumulated gradients, then the update of :meth:`Trainer.apply` with
         the sum divided by ``micro_batches * world.size``."""
-        self._collective(self._reduce_gradients)
+        summed = self._collective(self._reduce_gradients, [self.acc[n] for n in self.names])
+        self.acc = dict(zip(self.names, summed))
         return super().apply(micro_batches * self.world.size, lr, t)
 
     def all_mean(self, value: float) -> float:
