@@ -161,10 +161,10 @@ def test_targets_give_the_cross_entropy_of_the_logits(models, backend):
         assert abs(loss - expected) < 1e-5
 
 
-def test_tf_recomputed_layer_norm_and_gelu_give_the_gradients_of_their_operations(models, monkeypatch):
-    """TensorFlow's LayerNorm and GELU keep only their inputs for the backward pass and recompute
-    the rest (``tf.recompute_grad``): the gradients of every variable equal those of the same
-    operations differentiated as they run (to float32 rounding: the graphs are optimised apart)."""
+def test_tf_recomputed_layer_norm_gelu_and_attention_give_the_gradients_of_their_operations(models, monkeypatch):
+    """TensorFlow's LayerNorm, GELU and attention keep only their inputs for the backward pass and
+    recompute the rest (``tf.recompute_grad``): the gradients of every variable equal those of the
+    same operations differentiated as they run (to float32 rounding: the graphs are optimised apart)."""
     import gpt2_tf.model as tm
 
     tf, model = models["tf_mod"], models["tf"]
@@ -179,9 +179,10 @@ def test_tf_recomputed_layer_norm_and_gelu_give_the_gradients_of_their_operation
     recomputed = gradients()
     monkeypatch.setattr(tm, "_layer_norm", tm._layer_norm_ops)
     monkeypatch.setattr(tm, "_gelu", tm._gelu_ops)
+    monkeypatch.setattr(tm, "_attention_recomputed", lambda q, k, v, bias, drop, site: tm.attention(q, k, v, bias))
     kept = gradients()
     rel = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(recomputed, kept))
-    print(f"tf: gradients with LayerNorm and GELU recomputed vs kept: max relative diff = {rel:.2e}")
+    print(f"tf: gradients with LayerNorm, GELU and attention recomputed vs kept: max relative diff = {rel:.2e}")
     assert rel < 1e-5
 
 

@@ -7,12 +7,13 @@ turns numpy batches into gradients and updates. :class:`Trainer` splits a step i
 :meth:`Trainer.apply` (average, clip, update), so a ``tf.distribute`` strategy can all-reduce
 the sums between the two.
 
-Memory (the process's peak, at 124M B=4 T=256: 5.2 GB before these measures, 3.6-3.7 GB after;
+Memory (the process's peak, at 124M B=4 T=256: 5.2 GB before these measures, 3.7 GB after;
 Hugging Face's 3.9-4.0 GB): the gradients are the forward+backward function's outputs, the first
-micro-batch's becoming the step's sums (no accumulation variables, as on PyTorch); LayerNorm and
-GELU recompute their intermediates in the backward pass (``model.py``); the update runs one
-chain of operations at a time; after each phase the allocator's free pages go back to the system
-(``gpt2_common.train.allocator``, which ``load_model(..., trainable=True)`` sets up).
+micro-batch's becoming the step's sums (no accumulation variables, as on PyTorch); LayerNorm,
+GELU and attention recompute their intermediates in the backward pass (``model.py``); the update
+runs variable by variable, smallest first, each gradient dropped once its variable is updated, one
+chain of operations at a time; glibc keeps one arena and hands its free pages back after each
+phase (``gpt2_common.train.allocator``, which ``load_model(..., trainable=True)`` sets up).
 
 A model to train is loaded with trainable variables (``load_model(..., trainable=True)``, the
 model's own ``trainable`` option): ``tf.recompute_grad`` only differentiates trainable ones.
@@ -32,6 +33,7 @@ from gpt2_common.weights import expected_shapes
 from .model import GPT2, checkpoint_name
 
 TOKENS = tf.TensorSpec([None, None], tf.int32)
+RELEASE_EVERY = 1 << 24  # elements updated between returns of free memory (malloc_trim) in an update
 
 
 def lm_loss(model: GPT2, X: tf.Tensor, compute_dtype: Optional[tf.DType] = None, drop=None) -> tf.Tensor:
@@ -116,7 +118,10 @@ class Trainer(TrainerState):
         scalar = tf.TensorSpec([], tf.float32)
         grads = [tf.TensorSpec(v.shape, tf.float32) for v in self.params.values()]
         self._norm = tf.function(global_norm, input_signature=[grads])
-        self._update = tf.function(self._update_fn, input_signature=[grads] + [scalar] * 4)
+        self._update = tf.function(self._update_fn)  # one trace per variable shape (and decay or not)
+        # smallest first: each gradient is dropped once its variable is updated, so the largest
+        # update's temporaries (wte's) meet the fewest gradients still held
+        self._update_order = sorted(self.names, key=lambda n: self.params[n].shape.num_elements())
 
     def _forward_backward(self, X):
         params = list(self.params.values())
@@ -156,8 +161,9 @@ class Trainer(TrainerState):
 
         Dividing by ``micro_batches`` and clipping replace each sum in turn (dividing by 1 and
         scaling by 1 change nothing: skipped), so no second set of full-size gradients exists at
-        once; the update is one graph function over all variables, one variable after another
-        (:meth:`_update_fn`). Not XLA-compiled: XLA fuses multiply-adds (1 ulp off in 11% of ``m``)."""
+        once; the update is one graph function call per variable, smallest first, each gradient
+        dropped after its variable's update (:meth:`_update_fn`). Not XLA-compiled: XLA fuses
+        multiply-adds (1 ulp off in 11% of ``m``)."""
         cfg = self.cfg
         s, r = adam_scalars(cfg, lr, t)
         with tf.device(self.device):
@@ -170,39 +176,41 @@ class Trainer(TrainerState):
                 if float(scale) < 1.0:
                     for n in self.names:
                         self.acc[n] = self.acc[n] * scale
-            grads, self.acc = [self.acc[n] for n in self.names], {}
-            self._update(grads, *(np.float32(x) for x in (lr, s, r, 1.0 - lr * cfg.wd)))
-        del grads
+            scalars, since_release = [np.float32(x) for x in (lr, s, r, 1.0 - lr * cfg.wd)], 0
+            for n in self._update_order:
+                p = self.params[n]
+                self._update(p, self.m[n], self.v[n], self.acc.pop(n), decays(n), *scalars)
+                since_release += p.shape.num_elements()
+                if since_release >= RELEASE_EVERY:
+                    release_free_memory()  # the freed gradients and temporaries
+                    since_release = 0
         release_free_memory()
         return float(norm)
 
-    def _update_fn(self, grads, lr, s, r, keep):
-        """The rule's update of every variable from its (averaged, clipped) gradient, in float32.
-        The operations run one chain at a time (``m``, then ``v``, then the variable, then the
-        next variable): the graph would otherwise run every independent operation at once, and
-        each holds a temporary of the variable's size (~0.9 GB more at 124M)."""
+    def _update_fn(self, p, m, v, g, decay: bool, lr, s, r, keep):
+        """The rule's update of variable ``p`` (moments ``m``, ``v``) from its averaged, clipped
+        gradient ``g``, in float32. The operations run one chain at a time (``m``, then ``v``,
+        then the variable): the graph would otherwise run the independent ones at once, each
+        holding a temporary of the variable's size."""
         cfg, done = self.cfg, []
+        wd = cfg.wd if decay else 0.0
 
         def then(write):  # what comes next waits for this write
             done[:] = [write]
 
-        for n, g in zip(self.names, grads):
-            p, wd = self.params[n], cfg.wd if decays(n) else 0.0
-            with tf.control_dependencies(done):
-                if cfg.optimizer in ("sgd", "adam") and wd:
-                    g = g + p * wd
-                if cfg.optimizer == "sgd":
-                    then(p.assign_sub(g * lr))
-                    continue
-                m, v = self.m[n], self.v[n]
-                if cfg.optimizer == "adamw" and wd:
-                    then(p.assign(p * keep))
-            with tf.control_dependencies(done):
-                then(m.assign(m + (1 - cfg.beta1) * (g - m)))
-            with tf.control_dependencies(done):
-                then(v.assign(v * cfg.beta2 + (1 - cfg.beta2) * g * g))
-            with tf.control_dependencies(done):
-                then(p.assign_sub(s * m / (tf.sqrt(v) * r + cfg.eps)))
+        if cfg.optimizer in ("sgd", "adam") and wd:
+            g = g + p * wd
+        if cfg.optimizer == "sgd":
+            p.assign_sub(g * lr)
+            return
+        if cfg.optimizer == "adamw" and wd:
+            then(p.assign(p * keep))
+        with tf.control_dependencies(done):
+            then(m.assign(m + (1 - cfg.beta1) * (g - m)))
+        with tf.control_dependencies(done):
+            then(v.assign(v * cfg.beta2 + (1 - cfg.beta2) * g * g))
+        with tf.control_dependencies(done):
+            p.assign_sub(s * m / (tf.sqrt(v) * r + cfg.eps))
 
     # ---- state as numpy (TrainerState), keyed by checkpoint names, shaped as in the checkpoint ----
     def _numpy(self, name: str, tensor) -> np.ndarray:

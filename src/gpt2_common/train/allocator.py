@@ -1,15 +1,19 @@
 """The C allocator of a process that trains on TensorFlow (the CPU; glibc on Linux).
 
 A TensorFlow training step allocates and frees several GB of tensors, and how the allocator
-keeps what is freed sets the process's peak memory. Measured at the 124M shape, B=4, T=256,
-3 steps (AMD EPYC VM, 2 cores): with oneDNN's default CPU allocator (a BFC pool that keeps every
-byte it ever held, and fragments over the steps) the peak was 4.4-4.7 GB; with the system
-allocator and glibc's defaults (an arena per thread, freed memory kept) 5.6 GB; with the system
-allocator, one arena and the free pages handed back after each forward+backward and each update
-3.7-3.9 GB, under Hugging Face's 3.9-4.0 GB, at ~10% of TensorFlow's speed. So a process that
-loads a TensorFlow model to train calls :func:`prepare_tensorflow_training` before TensorFlow's
-first operation, and the trainer :func:`release_free_memory` after each phase. Elsewhere
-(macOS, musl) only the environment variable applies.
+keeps what is freed sets the process's peak memory and part of its speed. oneDNN's default CPU
+allocator (TensorFlow's BFC pool: keeps every byte it ever held, reuses it without page faults)
+is kept: once the trainer stopped keeping what it need not (accumulation variables, LayerNorm,
+GELU and attention intermediates, all gradients through the update), its peak at 124M was
+3.66-3.76 GB at B=4, T=256 and 3.69-3.70 GB at B=1, T=1024, under Hugging Face's 3.94-4.06 GB,
+at 1.32-1.37x its speed (AMD EPYC VM, 2 cores, lockstep). The system allocator
+(``$TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1``, the user's choice) with free pages handed back after each
+phase peaked ~200 MB lower at ~1.04-1.29x (each freed page faults again when reused).
+So a process that loads a TensorFlow model to train calls :func:`prepare_tensorflow_training`
+before TensorFlow's first operation (one glibc arena: threads' arenas otherwise keep their own
+free memory), and the trainer :func:`release_free_memory` after each phase (what glibc holds:
+TensorFlow's small allocations, and everything under the system allocator). Elsewhere (macOS,
+musl) nothing applies.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import ctypes
 import os
 from typing import Optional
 
-TF_SYSTEM_ALLOCATOR = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"  # read at TensorFlow's first operation
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 
@@ -30,11 +33,8 @@ def _glibc() -> Optional[ctypes.CDLL]:
 
 
 def prepare_tensorflow_training() -> None:
-    """Before TensorFlow's first operation: the system allocator instead of oneDNN's pool
-    (unless ``$TF_ONEDNN_USE_SYSTEM_ALLOCATOR`` is set), and one glibc arena for threads that
-    start from now on (unless ``$MALLOC_ARENA_MAX`` is set). After the first operation TensorFlow
-    keeps the allocator it started with."""
-    os.environ.setdefault(TF_SYSTEM_ALLOCATOR, "1")
+    """Before TensorFlow's first operation: one glibc arena for threads that start from now on
+    (unless ``$MALLOC_ARENA_MAX`` is set)."""
     libc = _glibc()
     if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
         libc.mallopt(M_ARENA_MAX, 1)
